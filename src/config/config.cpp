@@ -1,0 +1,455 @@
+// Configuration parsing.  The TOML document is walked table by table against
+// a fixed list of keys; the first problem found becomes the one-line error
+// "KEY: what is wrong" and the whole file is refused.  toml++ reports syntax
+// errors by exception (the Debian build enables them); that exception is
+// caught here, at start-up, and never reaches the data path.
+#include "config/config.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <initializer_list>
+#include <limits>
+#include <optional>
+#include <system_error>
+#include <toml++/toml.h>
+
+#include "util/unique_fd.hpp"
+
+namespace mxgate::config {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::int64_t kMaxTimeoutSeconds = 86400;  // keeps deadline arithmetic far from overflow
+
+// Renders a key or value for an error line: control characters escaped so
+// the error stays one line, long text shortened.
+std::string printable(std::string_view text) {
+  constexpr std::size_t kMax = 120;
+  std::string out;
+  for (const char c : text.substr(0, kMax)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u == 0x7f) {
+      constexpr char hex[] = "0123456789ABCDEF";
+      out += "\\x";
+      out += hex[u >> 4];
+      out += hex[u & 15];
+    } else {
+      out += c;
+    }
+  }
+  if (text.size() > kMax) out += "...";
+  return out;
+}
+
+std::string quote(std::string_view text) { return "\"" + printable(text) + "\""; }
+
+// A key as TOML would write it: bare when it can be, quoted otherwise.
+std::string key_name(std::string_view key) {
+  const bool bare = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-';
+  });
+  return bare ? std::string(key) : quote(key);
+}
+
+std::string join(const std::string& prefix, std::string_view name) {
+  return prefix.empty() ? key_name(name) : prefix + "." + key_name(name);
+}
+
+std::string indexed(const std::string& prefix, std::size_t index) {
+  return prefix + "[" + std::to_string(index) + "]";
+}
+
+// RFC 1035 host name syntax (letters, digits, hyphens; labels of 1-63
+// octets; at most 253 in all), with a non-numeric last label so an IP
+// address is not mistaken for a name.
+bool looks_like_domain(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  std::string_view last;
+  while (true) {
+    const auto dot = name.find('.');
+    const std::string_view label = name.substr(0, dot);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    const bool ok = std::all_of(label.begin(), label.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+    });
+    if (!ok) return false;
+    last = label;
+    if (dot == std::string_view::npos) break;
+    name.remove_prefix(dot + 1);
+  }
+  return !std::all_of(last.begin(), last.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Splits "IPv4:port" or "[IPv6]:port" into listener.host/port; returns the
+// problem, or nothing when the address is good.
+std::optional<std::string> parse_address(std::string_view text, Listener& listener) {
+  const std::string expected = " (expected \"IPv4:port\" or \"[IPv6]:port\")";
+  std::string_view host;
+  std::string_view port;
+  int family = AF_INET;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return quote(text) + " is not an address" + expected;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    family = AF_INET6;
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return quote(text) + " has no port" + expected;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return quote(text) + ": an IPv6 address must be in brackets" + expected;
+    }
+  }
+
+  const std::string host_text(host);
+  unsigned char buffer[sizeof(in6_addr)];
+  if (::inet_pton(family, host_text.c_str(), buffer) != 1) {
+    return quote(host) + " is not an IP" + (family == AF_INET6 ? "v6" : "v4") +
+           " address literal" + expected;
+  }
+
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || port.front() == '+' || ec != std::errc() || end != port.data() + port.size() ||
+      value < 1 || value > 65535) {
+    return "port " + quote(port) + " is not a number from 1 to 65535";
+  }
+  listener.address = std::string(text);
+  listener.host = host_text;
+  listener.port = static_cast<std::uint16_t>(value);
+  return std::nullopt;
+}
+
+std::optional<TlsMode> parse_tls_mode(std::string_view text) {
+  for (const TlsMode mode : {TlsMode::none, TlsMode::may, TlsMode::encrypt, TlsMode::implicit}) {
+    if (text == to_string(mode)) return mode;
+  }
+  return std::nullopt;
+}
+
+// Why path cannot be read, or nothing when it can.  Opening is the only
+// honest test of readability (access(2) answers for the real uid, and root
+// passes permission checks anyway).
+std::optional<std::string> unreadable(const fs::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd.valid()) return errno_text(errno);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return errno_text(errno);
+  if (!S_ISREG(st.st_mode)) return std::string("not a regular file");
+  return std::nullopt;
+}
+
+enum class Need { optional, required };
+
+// Walks the document, remembering only the first error: once one is set,
+// later reads are harmless no-ops and parse() returns that error.
+class Reader {
+ public:
+  explicit Reader(fs::path base_dir) : base_dir_(std::move(base_dir)) {}
+
+  bool failed() const { return error_.has_value(); }
+  const std::string& error() const { return *error_; }
+
+  void fail(const std::string& key, std::string_view what) {
+    if (!error_) error_ = key + ": " + std::string(what);
+  }
+
+  void check_keys(const toml::table& table, const std::string& prefix,
+                  std::initializer_list<std::string_view> known) {
+    for (const auto& [key, node] : table) {
+      if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
+        fail(join(prefix, key.str()), "unknown key");
+      }
+    }
+  }
+
+  // The node at prefix.name, or null when absent (an error if required).
+  const toml::node* find(const toml::table& table, const std::string& prefix,
+                         std::string_view name, Need need) {
+    const toml::node* node = table.get(name);
+    if (node == nullptr && need == Need::required) fail(join(prefix, name), "missing required key");
+    return failed() ? nullptr : node;
+  }
+
+  // A sub-table; absent is fine (its keys keep their defaults).
+  const toml::table* table(const toml::table& parent, const std::string& prefix,
+                           std::string_view name, Need need = Need::optional) {
+    const toml::node* node = find(parent, prefix, name, need);
+    if (node == nullptr) return nullptr;
+    if (!node->is_table()) {
+      fail(join(prefix, name), "expected a table");
+      return nullptr;
+    }
+    return node->as_table();
+  }
+
+  bool string(const toml::table& table, const std::string& prefix, std::string_view name,
+              std::string& out, Need need = Need::optional) {
+    const toml::node* node = find(table, prefix, name, need);
+    if (node == nullptr) return false;
+    if (!node->is_string()) {
+      fail(join(prefix, name), "expected a string");
+      return false;
+    }
+    out = node->as_string()->get();
+    return true;
+  }
+
+  // A non-empty string naming a file or directory; relative to the config file's directory.
+  bool path(const toml::table& table, const std::string& prefix, std::string_view name,
+            fs::path& out, Need need = Need::optional) {
+    std::string text;
+    if (!string(table, prefix, name, text, need)) return false;
+    if (text.empty()) {
+      fail(join(prefix, name), "must not be empty");
+      return false;
+    }
+    fs::path p(text);
+    out = (p.is_relative() ? base_dir_ / p : p).lexically_normal();
+    return true;
+  }
+
+  template <class Int>
+  bool integer(const toml::table& table, const std::string& prefix, std::string_view name,
+               Int& out, std::int64_t min, std::int64_t max) {
+    const toml::node* node = find(table, prefix, name, Need::optional);
+    if (node == nullptr) return false;
+    if (!node->is_integer()) {
+      fail(join(prefix, name), "expected an integer");
+      return false;
+    }
+    const std::int64_t value = node->as_integer()->get();
+    if (value < min || value > max) {
+      fail(join(prefix, name), max == std::numeric_limits<std::int64_t>::max()
+                                   ? "must be at least " + std::to_string(min)
+                                   : "must be between " + std::to_string(min) + " and " +
+                                         std::to_string(max));
+      return false;
+    }
+    out = static_cast<Int>(value);
+    return true;
+  }
+
+  void seconds(const toml::table& table, const std::string& prefix, std::string_view name,
+               std::chrono::seconds& out) {
+    std::int64_t value = 0;
+    if (integer(table, prefix, name, value, 1, kMaxTimeoutSeconds)) out = std::chrono::seconds(value);
+  }
+
+  // An array of tables ([[name]] or name = [{...}]), as (key, table) pairs.
+  std::vector<std::pair<std::string, const toml::table*>> tables(const toml::table& parent,
+                                                                 const std::string& prefix,
+                                                                 std::string_view name) {
+    std::vector<std::pair<std::string, const toml::table*>> out;
+    const toml::node* node = find(parent, prefix, name, Need::optional);
+    if (node == nullptr) return out;
+    if (!node->is_array()) {
+      fail(join(prefix, name), "expected an array of tables");
+      return out;
+    }
+    const toml::array& array = *node->as_array();
+    for (std::size_t i = 0; i < array.size(); ++i) {
+      const std::string key = indexed(join(prefix, name), i);
+      if (!array[i].is_table()) {
+        fail(key, "expected a table");
+        return {};
+      }
+      out.emplace_back(key, array[i].as_table());
+    }
+    return out;
+  }
+
+ private:
+  fs::path base_dir_;
+  std::optional<std::string> error_;
+};
+
+void read_listeners(Reader& r, const toml::table& root, Config& config) {
+  const auto listeners = r.tables(root, "", "listener");
+  if (!r.failed() && listeners.empty()) {
+    r.fail("listener", "at least one [[listener]] table is required");
+  }
+  for (const auto& [key, table] : listeners) {
+    r.check_keys(*table, key, {"address", "tls"});
+    Listener listener;
+    std::string address;
+    if (r.string(*table, key, "address", address, Need::required)) {
+      if (auto problem = parse_address(address, listener)) r.fail(key + ".address", *problem);
+    }
+    std::string mode;
+    if (r.string(*table, key, "tls", mode)) {
+      if (auto parsed = parse_tls_mode(mode)) {
+        listener.tls = *parsed;
+      } else {
+        r.fail(key + ".tls", "expected one of none, may, encrypt, implicit");
+      }
+    }
+    if (r.failed()) return;
+    for (std::size_t i = 0; i < config.listeners.size(); ++i) {
+      const Listener& other = config.listeners[i];
+      if (other.host == listener.host && other.port == listener.port) {
+        r.fail(key + ".address", "same address as listener[" + std::to_string(i) + "]");
+        return;
+      }
+    }
+    config.listeners.push_back(std::move(listener));
+  }
+}
+
+void read_tls(Reader& r, const toml::table& root, Config& config) {
+  Tls& tls = config.tls;
+  if (const toml::table* table = r.table(root, "", "tls")) {
+    r.check_keys(*table, "tls", {"certificates", "min_version", "ciphers", "ciphersuites", "groups"});
+    for (const auto& [key, pair_table] : r.tables(*table, "tls", "certificates")) {
+      r.check_keys(*pair_table, key, {"cert", "key"});
+      CertificatePair pair;
+      r.path(*pair_table, key, "cert", pair.cert, Need::required);
+      r.path(*pair_table, key, "key", pair.key, Need::required);
+      if (r.failed()) return;
+      for (const auto& [name, file] : {std::pair{"cert", &pair.cert}, std::pair{"key", &pair.key}}) {
+        if (auto why = unreadable(*file)) {
+          r.fail(key + "." + name, "cannot read " + printable(file->string()) + ": " + *why);
+          return;
+        }
+      }
+      tls.certificates.push_back(std::move(pair));
+    }
+    if (r.string(*table, "tls", "min_version", tls.min_version) &&
+        tls.min_version != "TLSv1.2" && tls.min_version != "TLSv1.3") {
+      r.fail("tls.min_version", "expected one of TLSv1.2, TLSv1.3");
+    }
+    r.string(*table, "tls", "ciphers", tls.ciphers);
+    r.string(*table, "tls", "ciphersuites", tls.ciphersuites);
+    r.string(*table, "tls", "groups", tls.groups);
+  }
+  if (r.failed() || !tls.certificates.empty()) return;
+  for (std::size_t i = 0; i < config.listeners.size(); ++i) {
+    if (config.listeners[i].tls != TlsMode::none) {
+      r.fail("tls.certificates", "at least one {cert, key} pair is required because listener[" +
+                                     std::to_string(i) + "].tls is \"" +
+                                     std::string(to_string(config.listeners[i].tls)) + "\"");
+      return;
+    }
+  }
+}
+
+void read_limits(Reader& r, const toml::table& root, Limits& limits) {
+  const toml::table* table = r.table(root, "", "limits");
+  if (table == nullptr) return;
+  constexpr auto kNoMax = std::numeric_limits<std::int64_t>::max();
+  r.check_keys(*table, "limits", {"max_message_size", "max_recipients", "max_command_line",
+                                  "max_errors", "max_connections"});
+  r.integer(*table, "limits", "max_message_size", limits.max_message_size, 1, kNoMax);
+  r.integer(*table, "limits", "max_recipients", limits.max_recipients, 1, kNoMax);
+  r.integer(*table, "limits", "max_command_line", limits.max_command_line, 512, 65536);
+  r.integer(*table, "limits", "max_errors", limits.max_errors, 1,
+            std::numeric_limits<unsigned>::max());
+  r.integer(*table, "limits", "max_connections", limits.max_connections, 1, kNoMax);
+}
+
+void read_timeouts(Reader& r, const toml::table& root, Timeouts& timeouts) {
+  const toml::table* table = r.table(root, "", "timeouts");
+  if (table == nullptr) return;
+  r.check_keys(*table, "timeouts", {"command", "data", "tls_handshake", "shutdown"});
+  r.seconds(*table, "timeouts", "command", timeouts.command);
+  r.seconds(*table, "timeouts", "data", timeouts.data);
+  r.seconds(*table, "timeouts", "tls_handshake", timeouts.tls_handshake);
+  r.seconds(*table, "timeouts", "shutdown", timeouts.shutdown);
+}
+
+}  // namespace
+
+std::string_view to_string(TlsMode mode) {
+  switch (mode) {
+    case TlsMode::none:
+      return "none";
+    case TlsMode::may:
+      return "may";
+    case TlsMode::encrypt:
+      return "encrypt";
+    case TlsMode::implicit:
+      return "implicit";
+  }
+  return "unknown";
+}
+
+Result<Config> parse(std::string_view toml_text, const fs::path& base_dir) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text);
+  } catch (const toml::parse_error& e) {
+    return make_error("line " + std::to_string(e.source().begin.line) + ", column " +
+                      std::to_string(e.source().begin.column) + ": " +
+                      printable(e.description()));
+  }
+
+  Config config;
+  Reader r(base_dir);
+  r.check_keys(root, "", {"hostname", "spool", "user", "listener", "tls", "limits", "timeouts",
+                          "delivery"});
+  if (r.string(root, "", "hostname", config.hostname, Need::required) &&
+      !looks_like_domain(config.hostname)) {
+    r.fail("hostname", quote(config.hostname) + " is not a domain name");
+  }
+  r.path(root, "", "spool", config.spool, Need::required);
+  if (r.string(root, "", "user", config.user) && config.user.empty()) {
+    r.fail("user", "must not be empty (leave the key out to keep the current user)");
+  }
+  read_listeners(r, root, config);
+  read_tls(r, root, config);
+  read_limits(r, root, config.limits);
+  read_timeouts(r, root, config.timeouts);
+  if (const toml::table* delivery = r.table(root, "", "delivery")) {
+    r.check_keys(*delivery, "delivery", {"maildir"});
+    r.path(*delivery, "delivery", "maildir", config.delivery.maildir, Need::required);
+  } else {
+    r.fail("delivery.maildir", "missing required key");
+  }
+
+  if (r.failed()) return make_error(r.error());
+  return config;
+}
+
+Result<Config> load_file(const fs::path& file) {
+  std::error_code ec;
+  const fs::path absolute = fs::absolute(file, ec);
+  if (ec) return make_error("cannot read " + file.string() + ": " + ec.message());
+
+  UniqueFd fd(::open(absolute.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd.valid()) return make_error("cannot read " + file.string() + ": " + errno_text(errno));
+  std::string text;
+  char buffer[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return make_error("cannot read " + file.string() + ": " + errno_text(errno));
+    }
+    text.append(buffer, static_cast<std::size_t>(n));
+  }
+
+  auto config = parse(text, absolute.parent_path());
+  if (config) config->source = absolute;
+  return config;
+}
+
+}  // namespace mxgate::config

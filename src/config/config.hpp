@@ -1,0 +1,92 @@
+// mxgate configuration: the TOML file (docs/configuration.md) parsed once at
+// start into plain values.  Every key has a documented default; a bad file is
+// refused whole with one line naming the offending key, so the process never
+// runs half-configured.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/result.hpp"
+
+namespace mxgate::config {
+
+// RFC 3207 STARTTLS policy of one listener; implicit is RFC 8314 TLS from the first byte.
+enum class TlsMode { none, may, encrypt, implicit };
+
+std::string_view to_string(TlsMode mode);
+
+struct Listener {
+  std::string address;  // as written: "127.0.0.1:2525" or "[::1]:2525"
+  std::string host;     // "127.0.0.1" or "::1" (brackets removed)
+  std::uint16_t port = 0;
+  TlsMode tls = TlsMode::may;
+};
+
+struct CertificatePair {
+  std::filesystem::path cert;  // PEM chain, leaf first
+  std::filesystem::path key;   // PEM private key
+};
+
+struct Tls {
+  std::vector<CertificatePair> certificates;
+  std::string min_version = "TLSv1.2";  // "TLSv1.2" or "TLSv1.3"
+  // OpenSSL cipher string for TLS <= 1.2; AEAD with ECDHE first, strongest first.
+  std::string ciphers =
+      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+      "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+      "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+      "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:"
+      "ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:"
+      "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:"
+      "ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA";
+  // TLS 1.3 suites, strongest first.
+  std::string ciphersuites =
+      "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
+  std::string groups = "X25519:P-256:P-384";
+};
+
+struct Limits {
+  std::uint64_t max_message_size = 36700160;  // bytes of content; SIZE (RFC 1870); 552 5.3.4
+  std::size_t max_recipients = 1000;          // per transaction; 452 4.5.3
+  std::size_t max_command_line = 2048;        // octets incl. CRLF; 500 5.5.2
+  unsigned max_errors = 10;                   // protocol errors per session; then 421 4.7.0
+  std::size_t max_connections = 1000;         // concurrent sessions; then 421 4.7.0 at connect
+};
+
+// RFC 5321 section 4.5.3.2 (server side) and our own bounds, in seconds.
+struct Timeouts {
+  std::chrono::seconds command{300};        // awaiting the next command (4.5.3.2.7)
+  std::chrono::seconds data{300};           // awaiting more DATA/BDAT content
+  std::chrono::seconds tls_handshake{60};   // STARTTLS / implicit TLS handshake
+  std::chrono::seconds shutdown{30};        // grace for sessions in flight on SIGTERM
+};
+
+struct Delivery {
+  std::filesystem::path maildir;  // every accepted message is delivered here
+};
+
+struct Config {
+  std::filesystem::path source;  // the file this came from (empty when parsed from text)
+  std::string hostname;          // greeting, EHLO reply, Received header
+  std::filesystem::path spool;   // durable queue directory
+  std::string user;              // drop privileges to this user after binding (when root)
+  std::vector<Listener> listeners;
+  Tls tls;
+  Limits limits;
+  Timeouts timeouts;
+  Delivery delivery;
+};
+
+// Parses TOML text.  Relative paths in it are resolved against base_dir.
+// Errors read "KEY: what is wrong", e.g. "listener[0].tls: expected one of none, may, encrypt, implicit".
+Result<Config> parse(std::string_view toml_text, const std::filesystem::path& base_dir);
+
+// Reads and parses a file; relative paths are resolved against the file's directory.
+Result<Config> load_file(const std::filesystem::path& file);
+
+}  // namespace mxgate::config

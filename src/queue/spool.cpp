@@ -1,0 +1,305 @@
+// The spool: one file per message in queue/, written via tmp/ (see
+// write_durably in util/unique_fd.hpp).
+//
+// File format, version 1 (all header lines end in LF; values are raw bytes
+// that may hold any UTF-8 but never CR or LF, which store() refuses):
+//
+//   MXGATE-SPOOL 1
+//   id <queue id>                  must equal the file name
+//   received <unix seconds>
+//   sender <reverse-path>          empty after the space for the null sender
+//   recipient <forward-path>       once per recipient, in RCPT order, at least one
+//   smtputf8 0|1
+//   8bitmime 0|1
+//   client <peer IP>
+//   helo <EHLO/HELO argument>
+//   tls <protocol and cipher>      empty for cleartext
+//   size <N>
+//   <empty line>
+//   <exactly N content bytes>
+//
+// Each field appears exactly once (recipient at least once) and unknown
+// fields are refused: a change of format is a change of version.  The size
+// field lets load() tell a complete file from a truncated one even though
+// rename-after-fsync should make truncation impossible.
+#include "queue/spool.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <system_error>
+#include <utility>
+
+#include "util/unique_fd.hpp"
+
+namespace mxgate::queue {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kFirstLine = "MXGATE-SPOOL 1";
+constexpr std::string_view kFormatName = "MXGATE-SPOOL ";
+constexpr std::size_t kMaxIdLength = 64;
+
+// IDs become file names, so this is also what keeps "../x" out of the path.
+bool valid_id(std::string_view id) {
+  return !id.empty() && id.size() <= kMaxIdLength &&
+         std::all_of(id.begin(), id.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); });
+}
+
+bool has_line_break(std::string_view value) {
+  return value.find_first_of("\r\n") != std::string_view::npos;
+}
+
+Error id_error() { return make_error("spool: invalid queue id (expected [0-9A-Z]+)"); }
+
+Error errno_error(std::string_view step, const fs::path& path, int err) {
+  return make_error("spool: " + std::string(step) + " " + path.string() + ": " + errno_text(err));
+}
+
+// mkdir(2) with mode 0700 (queued mail is private), accepting an existing directory.
+int make_directory(const fs::path& dir) {
+  if (::mkdir(dir.c_str(), 0700) == 0) return 0;
+  if (errno != EEXIST) return errno;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return errno;
+  return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
+Result<std::string> encode_header(const Envelope& e, std::size_t content_size) {
+  struct Field {
+    std::string_view name;
+    const std::string& value;
+  };
+  for (const Field f : {Field{"sender", e.sender}, Field{"client", e.client_address},
+                        Field{"helo", e.helo}, Field{"tls", e.tls}}) {
+    if (has_line_break(f.value)) {
+      return make_error("spool: envelope " + std::string(f.name) + " contains CR or LF");
+    }
+  }
+  if (e.recipients.empty()) return make_error("spool: envelope has no recipients");
+  for (const auto& rcpt : e.recipients) {
+    if (rcpt.empty() || has_line_break(rcpt)) {
+      return make_error("spool: envelope recipient is empty or contains CR or LF");
+    }
+  }
+
+  std::string h;
+  h.reserve(256);
+  h.append(kFirstLine).append("\n");
+  h.append("id ").append(e.id).append("\n");
+  h.append("received ").append(std::to_string(e.received_unix)).append("\n");
+  h.append("sender ").append(e.sender).append("\n");
+  for (const auto& rcpt : e.recipients) h.append("recipient ").append(rcpt).append("\n");
+  h.append("smtputf8 ").append(e.smtputf8 ? "1" : "0").append("\n");
+  h.append("8bitmime ").append(e.body_8bitmime ? "1" : "0").append("\n");
+  h.append("client ").append(e.client_address).append("\n");
+  h.append("helo ").append(e.helo).append("\n");
+  h.append("tls ").append(e.tls).append("\n");
+  h.append("size ").append(std::to_string(content_size)).append("\n");
+  h.append("\n");
+  return h;
+}
+
+template <class Int>
+bool parse_int(std::string_view text, Int& out) {
+  if (text.empty() || text.front() == '+') return false;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+bool parse_flag(std::string_view text, bool& out) {
+  if (text != "0" && text != "1") return false;
+  out = text == "1";
+  return true;
+}
+
+Error corrupt(std::string_view id, std::string_view what) {
+  return make_error("spool: " + std::string(id) + ": corrupt: " + std::string(what));
+}
+
+}  // namespace
+
+Result<Spool> Spool::open(const fs::path& dir) {
+  for (const fs::path& d : {dir, dir / "tmp", dir / "queue"}) {
+    if (int err = make_directory(d); err != 0) return errno_error("create directory", d, err);
+  }
+  // Whatever is in tmp/ was never renamed into queue/, so it was never
+  // acknowledged with 250: the client still holds the message.
+  std::error_code ec;
+  for (fs::directory_iterator it(dir / "tmp", ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& leftover = it->path();
+    if (::unlink(leftover.c_str()) != 0 && errno != ENOENT) {
+      return errno_error("remove leftover", leftover, errno);
+    }
+  }
+  if (ec) return make_error("spool: read directory " + (dir / "tmp").string() + ": " + ec.message());
+  return Spool(dir);
+}
+
+Result<void> Spool::store(const Envelope& envelope, std::string_view content) const {
+  if (!valid_id(envelope.id)) return id_error();
+  auto header = encode_header(envelope, content.size());
+  if (!header) return make_error(header.error());
+  auto written = write_durably(dir_ / "tmp" / envelope.id, dir_ / "queue" / envelope.id, [&](int fd) {
+    if (int err = write_all(fd, *header); err != 0) return err;
+    return write_all(fd, content);
+  });
+  if (!written) return make_error("spool: " + written.error());
+  return {};
+}
+
+std::vector<std::string> Spool::list() const {
+  std::vector<std::string> ids;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir_ / "queue", ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (valid_id(name)) ids.push_back(std::move(name));
+  }
+  // IDs are fixed-width with digits in ASCII order, so string order is time order.
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+Result<std::string> Spool::read(std::string_view id) const {
+  if (!valid_id(id)) return id_error();
+  const fs::path path = dir_ / "queue" / std::string(id);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno_error("open", path, errno);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return errno_error("stat", path, errno);
+
+  std::string bytes;
+  bytes.reserve(static_cast<std::size_t>(st.st_size));
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("read", path, errno);
+    }
+    bytes.append(buffer, static_cast<std::size_t>(n));
+  }
+  return bytes;
+}
+
+Result<SpooledMessage> Spool::decode(std::string_view file, std::string_view id) {
+  auto next_line = [&file](std::string_view& line) {
+    const auto lf = file.find('\n');
+    if (lf == std::string_view::npos) return false;
+    line = file.substr(0, lf);
+    file.remove_prefix(lf + 1);
+    return true;
+  };
+
+  std::string_view line;
+  if (!next_line(line) || line.substr(0, kFormatName.size()) != kFormatName) {
+    return corrupt(id, "not a spool file");
+  }
+  if (line != kFirstLine) return corrupt(id, "unsupported format version");
+
+  SpooledMessage message;
+  Envelope& e = message.envelope;
+  std::uint64_t size = 0;
+  bool seen_id = false, seen_received = false, seen_sender = false, seen_smtputf8 = false,
+       seen_8bitmime = false, seen_client = false, seen_helo = false, seen_tls = false,
+       seen_size = false;
+
+  for (;;) {
+    if (!next_line(line)) return corrupt(id, "truncated header");
+    if (line.empty()) break;
+    const auto space = line.find(' ');
+    if (space == std::string_view::npos) return corrupt(id, "header line without a value");
+    const std::string_view name = line.substr(0, space);
+    const std::string_view value = line.substr(space + 1);
+    if (value.find('\r') != std::string_view::npos) return corrupt(id, "CR in header");
+
+    // Single-valued fields refuse a repeat; a repeat means a damaged file.
+    auto first = [](bool& seen) { return !std::exchange(seen, true); };
+    auto text = [&](bool& seen, std::string& field) {
+      field = value;
+      return first(seen);
+    };
+    bool ok = false;
+    if (name == "recipient") {
+      e.recipients.emplace_back(value);
+      ok = !value.empty();
+    } else if (name == "id") {
+      ok = text(seen_id, e.id) && value == id;
+    } else if (name == "received") {
+      ok = first(seen_received) && parse_int(value, e.received_unix);
+    } else if (name == "sender") {
+      ok = text(seen_sender, e.sender);
+    } else if (name == "smtputf8") {
+      ok = first(seen_smtputf8) && parse_flag(value, e.smtputf8);
+    } else if (name == "8bitmime") {
+      ok = first(seen_8bitmime) && parse_flag(value, e.body_8bitmime);
+    } else if (name == "client") {
+      ok = text(seen_client, e.client_address);
+    } else if (name == "helo") {
+      ok = text(seen_helo, e.helo);
+    } else if (name == "tls") {
+      ok = text(seen_tls, e.tls);
+    } else if (name == "size") {
+      ok = first(seen_size) && parse_int(value, size);
+    } else {
+      return corrupt(id, "unknown header field");
+    }
+    if (!ok) return corrupt(id, "bad or repeated header field " + std::string(name));
+  }
+
+  if (!(seen_id && seen_received && seen_sender && seen_smtputf8 && seen_8bitmime &&
+        seen_client && seen_helo && seen_tls && seen_size) ||
+      e.recipients.empty()) {
+    return corrupt(id, "missing header field");
+  }
+  if (file.size() < size) {
+    return corrupt(id, "truncated: " + std::to_string(size) + " content bytes declared, " +
+                           std::to_string(file.size()) + " present");
+  }
+  if (file.size() > size) {
+    return corrupt(id, std::to_string(file.size() - size) + " bytes after the declared content");
+  }
+  message.content.assign(file);
+  return message;
+}
+
+Result<SpooledMessage> Spool::load(std::string_view id) const {
+  auto bytes = read(id);
+  if (!bytes) return make_error(bytes.error());
+  return decode(*bytes, id);
+}
+
+Result<void> Spool::remove(std::string_view id) const {
+  if (!valid_id(id)) return id_error();
+  const fs::path path = dir_ / "queue" / std::string(id);
+  if (::unlink(path.c_str()) != 0) return errno_error("remove", path, errno);
+  if (int err = fsync_directory(path.parent_path()); err != 0) {
+    return errno_error("fsync", path.parent_path(), err);
+  }
+  return {};
+}
+
+Result<void> Spool::quarantine(std::string_view id) const {
+  if (!valid_id(id)) return id_error();
+  const fs::path corrupt_dir = dir_ / "corrupt";
+  if (int err = make_directory(corrupt_dir); err != 0) {
+    return errno_error("create directory", corrupt_dir, err);
+  }
+  const fs::path from = dir_ / "queue" / std::string(id);
+  const fs::path to = corrupt_dir / std::string(id);
+  if (::rename(from.c_str(), to.c_str()) != 0) return errno_error("move", from, errno);
+  if (int err = fsync_directory(corrupt_dir); err != 0) return errno_error("fsync", corrupt_dir, err);
+  if (int err = fsync_directory(from.parent_path()); err != 0) {
+    return errno_error("fsync", from.parent_path(), err);
+  }
+  return {};
+}
+
+}  // namespace mxgate::queue

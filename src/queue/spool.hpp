@@ -1,0 +1,65 @@
+// Durable spool: one file per accepted message, written under tmp/, fsync'd,
+// renamed into queue/ and the directory fsync'd before the SMTP server may
+// answer 250 (RFC 5321 section 6.1: once accepted, a message is our
+// responsibility).  A file in queue/ is complete by construction; anything
+// left in tmp/ after a crash was never acknowledged and is removed at open.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "queue/envelope.hpp"
+#include "util/result.hpp"
+
+namespace mxgate::queue {
+
+struct SpooledMessage {
+  Envelope envelope;
+  std::string content;  // the message as received (CRLF line ends), Received header first
+};
+
+class Spool {
+ public:
+  // Creates dir, dir/tmp and dir/queue as needed and removes leftovers in tmp/.
+  static Result<Spool> open(const std::filesystem::path& dir);
+
+  // Durably stores a message under envelope.id.  Thread-safe (distinct ids).
+  // On any error nothing is left behind and the caller answers 452 4.3.1.
+  Result<void> store(const Envelope& envelope, std::string_view content) const;
+
+  // IDs of the complete messages, oldest first.
+  std::vector<std::string> list() const;
+
+  // read() then decode().
+  Result<SpooledMessage> load(std::string_view id) const;
+
+  // The raw bytes of queue/<id>.  An error here is an I/O problem (or the
+  // file is gone), worth retrying; it says nothing about the file's contents.
+  Result<std::string> read(std::string_view id) const;
+
+  // Parses the bytes of a spool file named id.  Every error means the file
+  // is corrupt (bad header, truncated, trailing bytes, wrong id) and will
+  // never load; see quarantine().  Pure: no I/O, suitable for fuzzing.
+  static Result<SpooledMessage> decode(std::string_view file, std::string_view id);
+
+  // Moves a corrupt queue/<id> to corrupt/<id> (created as needed) so it is
+  // kept for inspection but never retried.
+  Result<void> quarantine(std::string_view id) const;
+
+  // Removes a message once delivered (unlink, then fsync of queue/).
+  Result<void> remove(std::string_view id) const;
+
+  const std::filesystem::path& directory() const { return dir_; }
+
+ private:
+  explicit Spool(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  std::filesystem::path dir_;
+};
+
+// A new queue ID: unique per host across restarts, sortable by arrival time,
+// characters [0-9A-Z] only.  Thread-safe.
+std::string new_queue_id();
+
+}  // namespace mxgate::queue

@@ -1,0 +1,207 @@
+#include "server/connection.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include "server/connection_host.hpp"
+#include "tls/server_context.hpp"
+#include "util/log.hpp"
+
+namespace mxgate::server {
+namespace {
+
+// Large enough that a 1 MB message arrives in few reads; allocated per
+// connection only while it lives.
+constexpr std::size_t kReadBufferSize = 16 * 1024;
+// Bound on the final write (421, 221) to a client that no longer reads.
+constexpr std::chrono::seconds kFinalWriteTimeout{10};
+
+std::string endpoint_text(const asio::ip::tcp::socket& socket) {
+  asio::error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+std::string address_text(const asio::ip::tcp::socket& socket) {
+  asio::error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  if (ec) return "unknown";
+  auto address = ep.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  return address.to_string();
+}
+
+}  // namespace
+
+Connection::Connection(asio::ip::tcp::socket socket, ConnectionHost& host,
+                       const config::Listener& listener)
+    : host_(host),
+      listener_(listener),
+      socket_(std::move(socket)),
+      timer_(socket_.get_executor()),
+      peer_(endpoint_text(socket_)),
+      session_(host.session_settings(listener), host.session_environment(), address_text(socket_)),
+      read_buffer_(new char[kReadBufferSize]) {
+  host_.attach(this);
+}
+
+Connection::~Connection() { host_.detach(this); }
+
+asio::ip::tcp::socket& Connection::lowest() { return tls_ ? tls_->next_layer() : socket_; }
+
+void Connection::arm(Clock::duration timeout) {
+  deadline_ = std::min(Clock::now() + timeout, shutdown_deadline_);
+  timer_.cancel();  // the watchdog re-reads deadline_
+}
+
+void Connection::begin_shutdown(Clock::time_point deadline) {
+  shutting_down_ = true;
+  shutdown_deadline_ = session_.in_transaction() ? deadline : Clock::now();
+  deadline_ = std::min(deadline_, shutdown_deadline_);
+  timer_.cancel();
+}
+
+asio::awaitable<void> Connection::watchdog() {
+  auto self = shared_from_this();
+  while (!done_) {
+    timer_.expires_at(deadline_);
+    asio::error_code ec;
+    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (done_) break;
+    if (Clock::now() >= deadline_) {
+      // The pending operation fails with operation_aborted; run() sees expired_.
+      expired_ = true;
+      deadline_ = Clock::time_point::max();
+      lowest().cancel(ec);
+    }
+  }
+}
+
+asio::awaitable<bool> Connection::write_all(std::string_view bytes) {
+  asio::error_code ec;
+  if (tls_) {
+    co_await asio::async_write(*tls_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await asio::async_write(socket_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return !ec;
+}
+
+asio::awaitable<std::size_t> Connection::read_some() {
+  asio::error_code ec;
+  std::size_t n = 0;
+  const auto buffer = asio::buffer(read_buffer_.get(), kReadBufferSize);
+  if (tls_) {
+    n = co_await tls_->async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    n = co_await socket_.async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return ec ? 0 : n;
+}
+
+asio::awaitable<bool> Connection::handshake() {
+  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(socket_), host_.tls_context());
+  arm(host_.timeouts().tls_handshake);
+  asio::error_code ec;
+  co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    tls_failure_ = expired_ ? "timeout" : ec.message();
+    if (const auto detail = tls::last_error_text(); detail != "unknown error") tls_failure_ += " (" + detail + ")";
+    log_line("tls: handshake failed: client=" + peer_ + ": " + tls_failure_);
+    co_return false;
+  }
+  session_.tls_established(tls::describe(tls_->native_handle()));
+  co_return true;
+}
+
+asio::awaitable<bool> Connection::store() {
+  const bool ok = co_await host_.store(session_.envelope(), session_.content());
+  co_return ok;
+}
+
+asio::awaitable<void> Connection::run() {
+  auto self = shared_from_this();
+  asio::co_spawn(timer_.get_executor(), watchdog(), asio::detached);
+  const auto& timeouts = host_.timeouts();
+
+  bool open = true;
+  if (listener_.tls == config::TlsMode::implicit) open = co_await handshake();
+  if (open) {
+    arm(timeouts.command);
+    open = co_await write_all(session_.greeting());
+  }
+  while (open) {
+    smtp::Step step = session_.advance();
+    if (!step.output.empty()) {
+      arm(step.next == smtp::Next::close ? std::chrono::duration_cast<Clock::duration>(kFinalWriteTimeout)
+                                         : timeouts.command);
+      if (!co_await write_all(step.output)) {
+        session_.disconnected();
+        break;
+      }
+    }
+    switch (step.next) {
+      case smtp::Next::read: {
+        if (shutting_down_ && !session_.in_transaction()) {
+          arm(kFinalWriteTimeout);
+          co_await write_all(session_.shutting_down());
+          open = false;
+          break;
+        }
+        arm(session_.waiting_for() == smtp::Wait::data ? timeouts.data : timeouts.command);
+        const std::size_t n = co_await read_some();
+        if (n == 0) {
+          if (expired_) {
+            expired_ = false;
+            arm(kFinalWriteTimeout);
+            co_await write_all(shutting_down_ ? session_.shutting_down() : session_.timed_out());
+          } else {
+            session_.disconnected();
+          }
+          open = false;
+          break;
+        }
+        session_.receive(std::string_view(read_buffer_.get(), n));
+        break;
+      }
+      case smtp::Next::start_tls:
+        open = co_await handshake();
+        if (!open) session_.disconnected();
+        break;
+      case smtp::Next::store:
+        session_.stored(co_await store());
+        break;
+      case smtp::Next::close:
+        open = false;
+        break;
+    }
+  }
+  done_ = true;
+  timer_.cancel();
+  log_end();
+  asio::error_code ec;
+  lowest().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  lowest().close(ec);
+}
+
+void Connection::log_end() {
+  std::string line = "session end: client=" + peer_;
+  line += " helo=" + (session_.helo().empty() ? std::string("-") : session_.helo());
+  if (const auto& tls = session_.tls()) {
+    line += " tls=" + tls->version + "/" + tls->cipher;
+  } else {
+    line += " tls=cleartext";
+  }
+  line += " messages=" + std::to_string(session_.messages_accepted());
+  std::string end = session_.end_reason();
+  if (!tls_failure_.empty()) end = "tls handshake failed: " + tls_failure_;
+  line += " end=" + (end.empty() ? std::string("unknown") : end);
+  log_line(line);
+}
+
+}  // namespace mxgate::server

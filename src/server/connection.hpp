@@ -1,0 +1,62 @@
+// One SMTP connection: the thin coroutine shell around smtp::Session.  It
+// reads bytes into the session, writes the replies it produces, and performs
+// the session's requests (TLS handshake, durable store, close) with a
+// deadline on every wait (RFC 5321 section 4.5.3.2).  All protocol decisions
+// live in the session.
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/stream.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "config/config.hpp"
+#include "smtp/session.hpp"
+
+namespace mxgate::server {
+
+class ConnectionHost;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(asio::ip::tcp::socket socket, ConnectionHost& host, const config::Listener& listener);
+  ~Connection();
+
+  asio::awaitable<void> run();
+
+  // Server shutdown: idle sessions are told 421 now, sessions in a
+  // transaction get until deadline.
+  void begin_shutdown(std::chrono::steady_clock::time_point deadline);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  asio::awaitable<void> watchdog();
+  asio::awaitable<bool> write_all(std::string_view bytes);
+  asio::awaitable<std::size_t> read_some();
+  asio::awaitable<bool> handshake();
+  asio::awaitable<bool> store();
+  void arm(Clock::duration timeout);
+  asio::ip::tcp::socket& lowest();
+  void log_end();
+
+  ConnectionHost& host_;
+  const config::Listener& listener_;
+  asio::ip::tcp::socket socket_;  // moved into tls_ at the handshake
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
+  asio::steady_timer timer_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  Clock::time_point shutdown_deadline_ = Clock::time_point::max();
+  bool expired_ = false;
+  bool shutting_down_ = false;
+  bool done_ = false;
+  std::string peer_;  // "ip:port" for logs
+  std::string tls_failure_;
+  smtp::Session session_;
+  std::unique_ptr<char[]> read_buffer_;
+};
+
+}  // namespace mxgate::server

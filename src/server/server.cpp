@@ -1,0 +1,127 @@
+#include "server/server.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/post.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/ip/v6_only.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
+
+#include "server/connection.hpp"
+#include "util/log.hpp"
+
+namespace mxgate::server {
+
+Server::Server(asio::io_context& io, const config::Config& config, std::shared_ptr<asio::ssl::context> tls,
+               const queue::Spool& spool, std::function<void(const std::string&)> on_stored)
+    : io_(io),
+      config_(config),
+      tls_(std::move(tls)),
+      spool_(spool),
+      on_stored_(std::move(on_stored)),
+      signals_(io, SIGTERM, SIGINT) {
+  for (const auto& listener : config_.listeners)
+    settings_.push_back(smtp::SessionSettings{config_.hostname, listener.tls, config_.limits});
+}
+
+Server::~Server() { store_pool_.join(); }
+
+Result<void> Server::bind() {
+  for (const auto& listener : config_.listeners) {
+    asio::error_code ec;
+    const auto address = asio::ip::make_address(listener.host, ec);
+    if (ec) return make_error("listener " + listener.address + ": " + ec.message());
+    const asio::ip::tcp::endpoint endpoint(address, listener.port);
+    auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(io_);
+    acceptor->open(endpoint.protocol(), ec);
+    if (!ec) acceptor->set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+    if (!ec && address.is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
+    if (!ec) acceptor->bind(endpoint, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return make_error("listener " + listener.address + ": " + ec.message());
+    acceptors_.push_back(std::move(acceptor));
+  }
+  return {};
+}
+
+void Server::start() {
+  for (std::size_t i = 0; i < acceptors_.size(); ++i)
+    asio::co_spawn(io_, accept_loop(*acceptors_[i], config_.listeners[i]), asio::detached);
+  signals_.async_wait([this](const asio::error_code& ec, int signal) {
+    if (ec) return;
+    log_line(std::string("server: signal ") + (signal == SIGTERM ? "TERM" : "INT") + ", shutting down");
+    shutdown();
+  });
+  for (const auto& listener : config_.listeners)
+    log_line("server: listening on " + listener.address + " tls=" + std::string(config::to_string(listener.tls)));
+}
+
+void Server::shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  asio::error_code ec;
+  for (auto& acceptor : acceptors_) acceptor->close(ec);
+  signals_.cancel(ec);
+  const auto deadline = std::chrono::steady_clock::now() + config_.timeouts.shutdown;
+  for (Connection* connection : connections_) connection->begin_shutdown(deadline);
+}
+
+const smtp::SessionSettings& Server::session_settings(const config::Listener& listener) {
+  for (std::size_t i = 0; i < config_.listeners.size(); ++i)
+    if (&config_.listeners[i] == &listener) return settings_[i];
+  return settings_.front();
+}
+
+void Server::attach(Connection* connection) { connections_.insert(connection); }
+void Server::detach(Connection* connection) { connections_.erase(connection); }
+
+asio::awaitable<bool> Server::store(const queue::Envelope& envelope, const std::string& content) {
+  // The session stays suspended (and keeps envelope and content alive) until
+  // the pool has written and fsync'd; the coroutine then resumes on its own
+  // executor.
+  const auto result = co_await asio::co_spawn(
+      store_pool_.get_executor(),
+      [&]() -> asio::awaitable<Result<void>> { co_return spool_.store(envelope, content); },
+      asio::use_awaitable);
+  if (!result) {
+    log_line("spool: " + envelope.id + ": store failed: " + result.error());
+    co_return false;
+  }
+  log_line("spool: " + envelope.id + ": queued from=<" + envelope.sender + "> nrcpt=" +
+           std::to_string(envelope.recipients.size()) + " size=" + std::to_string(content.size()));
+  on_stored_(envelope.id);
+  co_return true;
+}
+
+asio::awaitable<void> Server::refuse(asio::ip::tcp::socket socket) {
+  asio::error_code ec;
+  const std::string reply = smtp::Session::too_many_connections(config_.hostname);
+  co_await asio::async_write(socket, asio::buffer(reply), asio::redirect_error(asio::use_awaitable, ec));
+  socket.close(ec);
+}
+
+asio::awaitable<void> Server::accept_loop(asio::ip::tcp::acceptor& acceptor, const config::Listener& listener) {
+  for (;;) {
+    asio::error_code ec;
+    asio::ip::tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (shutting_down_ || ec == asio::error::operation_aborted) co_return;
+      // EMFILE and friends: back off briefly rather than spin.
+      log_line("server: accept on " + listener.address + ": " + ec.message());
+      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    socket.set_option(asio::ip::tcp::no_delay(true), ec);
+    if (connections_.size() >= config_.limits.max_connections) {
+      asio::co_spawn(io_, refuse(std::move(socket)), asio::detached);
+      continue;
+    }
+    auto connection = std::make_shared<Connection>(std::move(socket), *this, listener);
+    asio::co_spawn(io_, connection->run(), asio::detached);
+  }
+}
+
+}  // namespace mxgate::server

@@ -1,0 +1,67 @@
+// The SMTP server: listening sockets, the accept loops, the registry of live
+// connections and the shutdown sequence (SIGTERM: stop accepting, let
+// sessions in flight finish within timeouts.shutdown, then return).  Owns no
+// protocol logic; see src/smtp/session.hpp.
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/thread_pool.hpp>
+#include <functional>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "config/config.hpp"
+#include "queue/spool.hpp"
+#include "server/connection_host.hpp"
+#include "util/result.hpp"
+
+namespace mxgate::server {
+
+class Server final : public ConnectionHost, private smtp::SessionEnvironment {
+ public:
+  // on_stored is called (on the network thread) with each durably stored ID.
+  Server(asio::io_context& io, const config::Config& config, std::shared_ptr<asio::ssl::context> tls,
+         const queue::Spool& spool, std::function<void(const std::string&)> on_stored);
+  ~Server() override;
+
+  // Opens every listener; the error names the listener that failed.
+  Result<void> bind();
+  // Starts accepting and handling SIGTERM/SIGINT; returns at once.
+  void start();
+  void shutdown();
+
+  // ConnectionHost
+  const smtp::SessionSettings& session_settings(const config::Listener& listener) override;
+  const config::Timeouts& timeouts() const override { return config_.timeouts; }
+  smtp::SessionEnvironment& session_environment() override { return *this; }
+  asio::ssl::context& tls_context() override { return *tls_; }
+  asio::awaitable<bool> store(const queue::Envelope& envelope, const std::string& content) override;
+  void attach(Connection* connection) override;
+  void detach(Connection* connection) override;
+
+ private:
+  // SessionEnvironment
+  std::chrono::system_clock::time_point now() override { return std::chrono::system_clock::now(); }
+  std::string new_queue_id() override { return queue::new_queue_id(); }
+
+  asio::awaitable<void> accept_loop(asio::ip::tcp::acceptor& acceptor, const config::Listener& listener);
+  asio::awaitable<void> refuse(asio::ip::tcp::socket socket);
+
+  asio::io_context& io_;
+  const config::Config& config_;
+  std::shared_ptr<asio::ssl::context> tls_;
+  const queue::Spool& spool_;
+  std::function<void(const std::string&)> on_stored_;
+  asio::thread_pool store_pool_{2};  // fsync must not stall the event loop
+  asio::signal_set signals_;
+  std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
+  std::vector<smtp::SessionSettings> settings_;  // one per listener, same order
+  std::set<Connection*> connections_;
+  bool shutting_down_ = false;
+};
+
+}  // namespace mxgate::server
