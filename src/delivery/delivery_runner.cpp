@@ -3,24 +3,13 @@
 // crash between the last two delivers the message twice, never zero times.
 #include "delivery/delivery_runner.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <system_error>
 
-#include "util/unique_fd.hpp"
+#include "util/log.hpp"
 
 namespace mxgate::delivery {
-namespace {
-
-// One write(2) per line so lines from different threads never interleave.
-void log_line(std::string line) {
-  line.push_back('\n');
-  (void)write_all(STDERR_FILENO, line);
-}
-
-}  // namespace
 
 DeliveryRunner::DeliveryRunner(queue::Spool spool, Maildir maildir,
                                std::chrono::milliseconds retry_delay)

@@ -56,20 +56,23 @@ asio::ip::tcp::socket& Connection::lowest() { return tls_ ? tls_->next_layer() :
 
 void Connection::arm(Clock::duration timeout) {
   deadline_ = std::min(Clock::now() + timeout, shutdown_deadline_);
-  timer_.cancel();  // the watchdog re-reads deadline_
+  // A later deadline needs no wake-up: the watchdog re-reads deadline_ when
+  // the timer it set fires.  Only an earlier one must interrupt it.
+  if (deadline_ < armed_) timer_.cancel();
 }
 
 void Connection::begin_shutdown(Clock::time_point deadline) {
   shutting_down_ = true;
   shutdown_deadline_ = session_.in_transaction() ? deadline : Clock::now();
   deadline_ = std::min(deadline_, shutdown_deadline_);
-  timer_.cancel();
+  if (deadline_ < armed_) timer_.cancel();
 }
 
 asio::awaitable<void> Connection::watchdog() {
   auto self = shared_from_this();
   while (!done_) {
-    timer_.expires_at(deadline_);
+    armed_ = deadline_;
+    timer_.expires_at(armed_);
     asio::error_code ec;
     co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (done_) break;
@@ -133,7 +136,8 @@ asio::awaitable<void> Connection::run() {
   if (listener_.tls == config::TlsMode::implicit) open = co_await handshake();
   if (open) {
     arm(timeouts.command);
-    open = co_await write_all(session_.greeting());
+    const std::string greeting = session_.greeting();
+    open = co_await write_all(greeting);
   }
   while (open) {
     smtp::Step step = session_.advance();
@@ -149,7 +153,8 @@ asio::awaitable<void> Connection::run() {
       case smtp::Next::read: {
         if (shutting_down_ && !session_.in_transaction()) {
           arm(kFinalWriteTimeout);
-          co_await write_all(session_.shutting_down());
+          const std::string goodbye = session_.shutting_down();
+          co_await write_all(goodbye);
           open = false;
           break;
         }
@@ -159,7 +164,15 @@ asio::awaitable<void> Connection::run() {
           if (expired_) {
             expired_ = false;
             arm(kFinalWriteTimeout);
-            co_await write_all(shutting_down_ ? session_.shutting_down() : session_.timed_out());
+            // Named, not a temporary in the co_await: GCC 12 destroys
+            // conditional temporaries across a suspension twice.
+            std::string goodbye;
+            if (shutting_down_) {
+              goodbye = session_.shutting_down();
+            } else {
+              goodbye = session_.timed_out();
+            }
+            co_await write_all(goodbye);
           } else {
             session_.disconnected();
           }
@@ -173,9 +186,11 @@ asio::awaitable<void> Connection::run() {
         open = co_await handshake();
         if (!open) session_.disconnected();
         break;
-      case smtp::Next::store:
-        session_.stored(co_await store());
+      case smtp::Next::store: {
+        const bool stored = co_await store();
+        session_.stored(stored);
         break;
+      }
       case smtp::Next::close:
         open = false;
         break;

@@ -49,6 +49,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
   asio::steady_timer timer_;
   Clock::time_point deadline_ = Clock::time_point::max();
+  Clock::time_point armed_ = Clock::time_point::max();  // what the timer waits for
   Clock::time_point shutdown_deadline_ = Clock::time_point::max();
   bool expired_ = false;
   bool shutting_down_ = false;

@@ -404,9 +404,11 @@ TEST(ConfigTest, CertificateFilesMustBeReadable) {
   EXPECT_EQ(error_of(document("", "[tls]\ncertificates = [{ cert = \"/nonexistent/x.crt\", key = \"rsa.key\" }]\n"),
                      dir.path()),
             "tls.certificates[0].cert: cannot read /nonexistent/x.crt: No such file or directory");
-  EXPECT_EQ(error_of(document("", "[tls]\ncertificates = [{ cert = \".\", key = \"rsa.key\" }]\n"),
+  fs::create_directory(dir.path() / "certs");
+  EXPECT_EQ(error_of(document("", "[tls]\ncertificates = [{ cert = \"certs\", key = \"rsa.key\" }]\n"),
                      dir.path()),
-            "tls.certificates[0].cert: cannot read " + dir.path().string() + ": not a regular file");
+            "tls.certificates[0].cert: cannot read " + (dir.path() / "certs").string() +
+                ": not a regular file");
 }
 
 TEST(ConfigTest, MinVersionIsChecked) {

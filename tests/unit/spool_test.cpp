@@ -193,7 +193,7 @@ TEST(SpoolTest, FileFormatIsTheDocumentedOne) {
             "client 192.0.2.7\n"
             "helo client.example\n"
             "tls \n"
-            "size 21\n"
+            "size 20\n"
             "\n"
             "Subject: x\r\n\r\nbody\r\n");
 }
