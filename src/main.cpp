@@ -5,6 +5,7 @@
 // connection is accepted, so the process never runs half-configured; root is
 // dropped right after the sockets are bound.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
@@ -61,10 +62,25 @@ mxgate::Result<Loaded> load(const std::string& path) {
   return loaded;
 }
 
+// Each session holds one descriptor; the usual soft limit of 1024 would cap
+// a gateway below its own max_connections default.
+void raise_descriptor_limit(std::size_t max_connections) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t wanted = static_cast<rlim_t>(max_connections) + 64;
+  if (limit.rlim_cur >= wanted) return;
+  limit.rlim_cur = std::min(wanted, limit.rlim_max);
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur < wanted)
+    mxgate::log_line("server: descriptor limit " + std::to_string(limit.rlim_cur) +
+                     " is below limits.max_connections; raise the hard limit (ulimit -Hn)");
+}
+
 int serve(const std::string& path) {
   auto loaded = load(path);
   if (!loaded) return fail(loaded.error());
   const auto& config = loaded->config;
+  raise_descriptor_limit(config.limits.max_connections);
 
   auto spool = mxgate::queue::Spool::open(config.spool);
   if (!spool) return fail("spool error: " + spool.error());

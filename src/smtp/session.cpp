@@ -222,8 +222,7 @@ Step Session::advance() {
         }
         if (!progress.done) return take(Next::read);
         phase_ = Phase::command;
-        const Step step = finish_message(decoder_.bare_newline());
-        if (step.next == Next::store) return step;
+        if (finish_message(decoder_.bare_newline())) return take(Next::store);
         continue;
       }
 
@@ -253,8 +252,7 @@ Step Session::advance() {
         auto& txn = *txn_;
         if (bdat_last_) {
           txn.bdat_line_endings.finish();
-          const Step step = finish_message(txn.bdat_line_endings.bare_newline());
-          if (step.next == Next::store) return step;
+          if (finish_message(txn.bdat_line_endings.bare_newline())) return take(Next::store);
           continue;
         }
         // RFC 3030 section 2: a failed chunk fails the transaction; the
@@ -526,18 +524,17 @@ void Session::cmd_bdat(std::string_view args) {
   }
 }
 
-Step Session::finish_message(bool bare_newline) {
+bool Session::finish_message(bool bare_newline) {
   const bool too_big = txn_->too_big;
-  if (bare_newline) {
-    txn_.reset();
-    reply_error(550, "5.5.2", "Message contains bare CR or LF; not accepted");
-    return take(Next::read);
-  }
-  if (too_big) {
+  if (bare_newline || too_big) {
     txn_.reset();
     content_.clear();
-    reply(552, "5.3.4", "Message size exceeds fixed limit");
-    return take(Next::read);
+    if (bare_newline) {
+      reply_error(550, "5.5.2", "Message contains bare CR or LF; not accepted");
+    } else {
+      reply(552, "5.3.4", "Message size exceeds fixed limit");
+    }
+    return false;
   }
   envelope_.sender = txn_->sender;
   envelope_.recipients = txn_->recipients;
@@ -546,7 +543,7 @@ Step Session::finish_message(bool bare_newline) {
   envelope_.client_address = client_ip_;
   envelope_.helo = helo_;
   envelope_.tls = tls_ ? tls_->version + " " + tls_->cipher : std::string{};
-  return take(Next::store);
+  return true;
 }
 
 void Session::stored(bool ok) {

@@ -113,7 +113,9 @@ class Session {
   void close_with(std::string_view reply_text, std::string reason);
   bool ready_for_mail_command(bool needs_transaction);
   void begin_content();
-  Step finish_message(bool bare_newline);
+  // Ends the content of a transaction: true when the message is to be
+  // stored, false when it was refused (the reply is already written).
+  bool finish_message(bool bare_newline);
   Step take(Next next);
 
   void cmd_ehlo(std::string_view args);
