@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -18,7 +19,6 @@
 #include <limits>
 #include <optional>
 #include <system_error>
-#include <toml++/toml.h>
 
 #include "util/unique_fd.hpp"
 
@@ -57,8 +57,7 @@ std::string quote(std::string_view text) { return "\"" + printable(text) + "\"";
 // A key as TOML would write it: bare when it can be, quoted otherwise.
 std::string key_name(std::string_view key) {
   const bool bare = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
   return bare ? std::string(key) : quote(key);
 }
@@ -122,8 +121,7 @@ std::optional<std::string> parse_address(std::string_view text, Listener& listen
   const std::string host_text(host);
   unsigned char buffer[sizeof(in6_addr)];
   if (::inet_pton(family, host_text.c_str(), buffer) != 1) {
-    return quote(host) + " is not an IP" + (family == AF_INET6 ? "v6" : "v4") +
-           " address literal" + expected;
+    return quote(host) + " is not an IP" + (family == AF_INET6 ? "v6" : "v4") + " address literal" + expected;
   }
 
   unsigned value = 0;
@@ -182,16 +180,16 @@ class Reader {
   }
 
   // The node at prefix.name, or null when absent (an error if required).
-  const toml::node* find(const toml::table& table, const std::string& prefix,
-                         std::string_view name, Need need) {
+  const toml::node* find(const toml::table& table, const std::string& prefix, std::string_view name,
+                         Need need) {
     const toml::node* node = table.get(name);
     if (node == nullptr && need == Need::required) fail(join(prefix, name), "missing required key");
     return failed() ? nullptr : node;
   }
 
   // A sub-table; absent is fine (its keys keep their defaults).
-  const toml::table* table(const toml::table& parent, const std::string& prefix,
-                           std::string_view name, Need need = Need::optional) {
+  const toml::table* table(const toml::table& parent, const std::string& prefix, std::string_view name,
+                           Need need = Need::optional) {
     const toml::node* node = find(parent, prefix, name, need);
     if (node == nullptr) return nullptr;
     if (!node->is_table()) {
@@ -201,8 +199,8 @@ class Reader {
     return node->as_table();
   }
 
-  bool string(const toml::table& table, const std::string& prefix, std::string_view name,
-              std::string& out, Need need = Need::optional) {
+  bool string(const toml::table& table, const std::string& prefix, std::string_view name, std::string& out,
+              Need need = Need::optional) {
     const toml::node* node = find(table, prefix, name, need);
     if (node == nullptr) return false;
     if (!node->is_string()) {
@@ -214,8 +212,8 @@ class Reader {
   }
 
   // A non-empty string naming a file or directory; relative to the config file's directory.
-  bool path(const toml::table& table, const std::string& prefix, std::string_view name,
-            fs::path& out, Need need = Need::optional) {
+  bool path(const toml::table& table, const std::string& prefix, std::string_view name, fs::path& out,
+            Need need = Need::optional) {
     std::string text;
     if (!string(table, prefix, name, text, need)) return false;
     if (text.empty()) {
@@ -228,8 +226,8 @@ class Reader {
   }
 
   template <class Int>
-  bool integer(const toml::table& table, const std::string& prefix, std::string_view name,
-               Int& out, std::int64_t min, std::int64_t max) {
+  bool integer(const toml::table& table, const std::string& prefix, std::string_view name, Int& out,
+               std::int64_t min, std::int64_t max) {
     const toml::node* node = find(table, prefix, name, Need::optional);
     if (node == nullptr) return false;
     if (!node->is_integer()) {
@@ -238,10 +236,10 @@ class Reader {
     }
     const std::int64_t value = node->as_integer()->get();
     if (value < min || value > max) {
-      fail(join(prefix, name), max == std::numeric_limits<std::int64_t>::max()
-                                   ? "must be at least " + std::to_string(min)
-                                   : "must be between " + std::to_string(min) + " and " +
-                                         std::to_string(max));
+      fail(join(prefix, name),
+           max == std::numeric_limits<std::int64_t>::max()
+               ? "must be at least " + std::to_string(min)
+               : "must be between " + std::to_string(min) + " and " + std::to_string(max));
       return false;
     }
     out = static_cast<Int>(value);
@@ -332,8 +330,8 @@ void read_tls(Reader& r, const toml::table& root, Config& config) {
       }
       tls.certificates.push_back(std::move(pair));
     }
-    if (r.string(*table, "tls", "min_version", tls.min_version) &&
-        tls.min_version != "TLSv1.2" && tls.min_version != "TLSv1.3") {
+    if (r.string(*table, "tls", "min_version", tls.min_version) && tls.min_version != "TLSv1.2" &&
+        tls.min_version != "TLSv1.3") {
       r.fail("tls.min_version", "expected one of TLSv1.2, TLSv1.3");
     }
     r.string(*table, "tls", "ciphers", tls.ciphers);
@@ -355,13 +353,12 @@ void read_limits(Reader& r, const toml::table& root, Limits& limits) {
   const toml::table* table = r.table(root, "", "limits");
   if (table == nullptr) return;
   constexpr auto kNoMax = std::numeric_limits<std::int64_t>::max();
-  r.check_keys(*table, "limits", {"max_message_size", "max_recipients", "max_command_line",
-                                  "max_errors", "max_connections"});
+  r.check_keys(*table, "limits",
+               {"max_message_size", "max_recipients", "max_command_line", "max_errors", "max_connections"});
   r.integer(*table, "limits", "max_message_size", limits.max_message_size, 1, kNoMax);
   r.integer(*table, "limits", "max_recipients", limits.max_recipients, 1, kNoMax);
   r.integer(*table, "limits", "max_command_line", limits.max_command_line, 512, 65536);
-  r.integer(*table, "limits", "max_errors", limits.max_errors, 1,
-            std::numeric_limits<unsigned>::max());
+  r.integer(*table, "limits", "max_errors", limits.max_errors, 1, std::numeric_limits<unsigned>::max());
   r.integer(*table, "limits", "max_connections", limits.max_connections, 1, kNoMax);
 }
 
@@ -397,14 +394,12 @@ Result<Config> parse(std::string_view toml_text, const fs::path& base_dir) {
     root = toml::parse(toml_text);
   } catch (const toml::parse_error& e) {
     return make_error("line " + std::to_string(e.source().begin.line) + ", column " +
-                      std::to_string(e.source().begin.column) + ": " +
-                      printable(e.description()));
+                      std::to_string(e.source().begin.column) + ": " + printable(e.description()));
   }
 
   Config config;
   Reader r(base_dir);
-  r.check_keys(root, "", {"hostname", "spool", "user", "listener", "tls", "limits", "timeouts",
-                          "delivery"});
+  r.check_keys(root, "", {"hostname", "spool", "user", "listener", "tls", "limits", "timeouts", "delivery"});
   if (r.string(root, "", "hostname", config.hostname, Need::required) &&
       !looks_like_domain(config.hostname)) {
     r.fail("hostname", quote(config.hostname) + " is not a domain name");

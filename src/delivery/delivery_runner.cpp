@@ -11,8 +11,7 @@
 
 namespace mxgate::delivery {
 
-DeliveryRunner::DeliveryRunner(queue::Spool spool, Maildir maildir,
-                               std::chrono::milliseconds retry_delay)
+DeliveryRunner::DeliveryRunner(queue::Spool spool, Maildir maildir, std::chrono::milliseconds retry_delay)
     : spool_(std::move(spool)), maildir_(std::move(maildir)), retry_delay_(retry_delay) {}
 
 DeliveryRunner::~DeliveryRunner() { stop(); }
@@ -51,9 +50,9 @@ std::size_t DeliveryRunner::delivered() const {
 }
 
 void DeliveryRunner::add_pending(std::string id) {
-  const bool queued = std::find(pending_.begin(), pending_.end(), id) != pending_.end() ||
-                      std::any_of(deferred_.begin(), deferred_.end(),
-                                  [&](const auto& entry) { return entry.second == id; });
+  const bool queued =
+      std::find(pending_.begin(), pending_.end(), id) != pending_.end() ||
+      std::any_of(deferred_.begin(), deferred_.end(), [&](const auto& entry) { return entry.second == id; });
   if (!queued) pending_.push_back(std::move(id));
 }
 

@@ -57,9 +57,8 @@ bool safe_header_value(std::string_view value) {
 }
 
 bool safe_queue_id(std::string_view id) {
-  return !id.empty() && std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');
-  });
+  return !id.empty() && std::all_of(id.begin(), id.end(),
+                                    [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); });
 }
 
 // Writes content with every CRLF turned into LF (local mail files use LF),

@@ -47,14 +47,12 @@ constexpr std::size_t kMaxIdLength = 64;
 
 // IDs become file names, so this is also what keeps "../x" out of the path.
 bool valid_id(std::string_view id) {
-  return !id.empty() && id.size() <= kMaxIdLength &&
-         std::all_of(id.begin(), id.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); });
+  return !id.empty() && id.size() <= kMaxIdLength && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');
+  });
 }
 
-bool has_line_break(std::string_view value) {
-  return value.find_first_of("\r\n") != std::string_view::npos;
-}
+bool has_line_break(std::string_view value) { return value.find_first_of("\r\n") != std::string_view::npos; }
 
 Error id_error() { return make_error("spool: invalid queue id (expected [0-9A-Z]+)"); }
 
@@ -76,8 +74,8 @@ Result<std::string> encode_header(const Envelope& e, std::size_t content_size) {
     std::string_view name;
     const std::string& value;
   };
-  for (const Field f : {Field{"sender", e.sender}, Field{"client", e.client_address},
-                        Field{"helo", e.helo}, Field{"tls", e.tls}}) {
+  for (const Field f : {Field{"sender", e.sender}, Field{"client", e.client_address}, Field{"helo", e.helo},
+                        Field{"tls", e.tls}}) {
     if (has_line_break(f.value)) {
       return make_error("spool: envelope " + std::string(f.name) + " contains CR or LF");
     }
@@ -208,8 +206,7 @@ Result<SpooledMessage> Spool::decode(std::string_view file, std::string_view id)
   Envelope& e = message.envelope;
   std::uint64_t size = 0;
   bool seen_id = false, seen_received = false, seen_sender = false, seen_smtputf8 = false,
-       seen_8bitmime = false, seen_client = false, seen_helo = false, seen_tls = false,
-       seen_size = false;
+       seen_8bitmime = false, seen_client = false, seen_helo = false, seen_tls = false, seen_size = false;
 
   for (;;) {
     if (!next_line(line)) return corrupt(id, "truncated header");
@@ -254,8 +251,8 @@ Result<SpooledMessage> Spool::decode(std::string_view file, std::string_view id)
     if (!ok) return corrupt(id, "bad or repeated header field " + std::string(name));
   }
 
-  if (!(seen_id && seen_received && seen_sender && seen_smtputf8 && seen_8bitmime &&
-        seen_client && seen_helo && seen_tls && seen_size) ||
+  if (!(seen_id && seen_received && seen_sender && seen_smtputf8 && seen_8bitmime && seen_client &&
+        seen_helo && seen_tls && seen_size) ||
       e.recipients.empty()) {
     return corrupt(id, "missing header field");
   }

@@ -93,8 +93,7 @@ inline int fsync_directory(const std::filesystem::path& dir) {
 // the rename survives a crash.  On any failure nothing is left at tmp or
 // dest; the error reads "STEP PATH: strerror".
 template <class Fill>
-Result<void> write_durably(const std::filesystem::path& tmp, const std::filesystem::path& dest,
-                           Fill&& fill) {
+Result<void> write_durably(const std::filesystem::path& tmp, const std::filesystem::path& dest, Fill&& fill) {
   auto failure = [](std::string_view step, const std::filesystem::path& path, int err) {
     return make_error(std::string(step) + " " + path.string() + ": " + errno_text(err));
   };

@@ -22,8 +22,8 @@ class TempDir {
   TempDir() {
     static std::atomic<unsigned> counter{0};
     path_ = fs::temp_directory_path() /
-            ("mxgate-config-test-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter++) + "-" + std::to_string(std::random_device{}()));
+            ("mxgate-config-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+             std::to_string(std::random_device{}()));
     fs::create_directories(path_);
   }
   ~TempDir() {
@@ -194,8 +194,7 @@ TEST(ConfigTest, CertificatesAsArrayOfTables) {
   TempDir dir;
   write_file(dir.path() / "c.pem", "cert");
   write_file(dir.path() / "k.pem", "key");
-  auto config = parse(document("", "[[tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n"),
-                      dir.path());
+  auto config = parse(document("", "[[tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n"), dir.path());
   ASSERT_TRUE(config) << config.error();
   ASSERT_EQ(config->tls.certificates.size(), 1u);
   EXPECT_EQ(config->tls.certificates[0].key, dir.path() / "k.pem");
@@ -267,8 +266,7 @@ TEST(ConfigTest, UnknownKeysAreNamed) {
 TEST(ConfigTest, WrongTypesAreNamed) {
   EXPECT_EQ(error_of(document("", "[limits]\nmax_message_size = \"10M\"\n")),
             "limits.max_message_size: expected an integer");
-  EXPECT_EQ(error_of(document("", "[timeouts]\ncommand = 1.5\n")),
-            "timeouts.command: expected an integer");
+  EXPECT_EQ(error_of(document("", "[timeouts]\ncommand = 1.5\n")), "timeouts.command: expected an integer");
   EXPECT_EQ(error_of(document("", "[limits]\nmax_errors = true\n")),
             "limits.max_errors: expected an integer");
   EXPECT_EQ(error_of("hostname = 5\n"), "hostname: expected a string");
@@ -280,10 +278,10 @@ TEST(ConfigTest, WrongTypesAreNamed) {
             "tls.certificates[0]: expected a table");
   EXPECT_EQ(error_of(document("", "[tls]\ngroups = 1\n")), "tls.groups: expected a string");
   EXPECT_EQ(error_of(document("", "[tls]\nciphers = 1\n")), "tls.ciphers: expected a string");
-  EXPECT_EQ(error_of(document("", "[tls]\nciphersuites = 1\n")),
-            "tls.ciphersuites: expected a string");
-  EXPECT_EQ(error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n[listener]\naddress = \"127.0.0.1:25\"\n"),
-            "listener: expected an array of tables");
+  EXPECT_EQ(error_of(document("", "[tls]\nciphersuites = 1\n")), "tls.ciphersuites: expected a string");
+  EXPECT_EQ(
+      error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n[listener]\naddress = \"127.0.0.1:25\"\n"),
+      "listener: expected an array of tables");
   EXPECT_EQ(error_of("hostname = \"mx.example.test\"\nspool = 1\n"), "spool: expected a string");
 }
 
@@ -301,9 +299,9 @@ TEST(ConfigTest, MissingRequiredKeysAreNamed) {
             "delivery.maildir: missing required key");
   EXPECT_EQ(error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n" + listener + "[delivery]\n"),
             "delivery.maildir: missing required key");
-  EXPECT_EQ(error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n[[listener]]\ntls = \"none\"\n" +
-                     delivery),
-            "listener[0].address: missing required key");
+  EXPECT_EQ(
+      error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n[[listener]]\ntls = \"none\"\n" + delivery),
+      "listener[0].address: missing required key");
   EXPECT_EQ(error_of(document("", "[[tls.certificates]]\ncert = \"/c\"\n")),
             "tls.certificates[0].key: missing required key");
 }
@@ -334,8 +332,8 @@ TEST(ConfigTest, HostnameMustLookLikeADomain) {
 
 TEST(ConfigTest, ListenerAddresses) {
   auto with_address = [](const std::string& address) {
-    return error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n[[listener]]\naddress = \"" +
-                    address + "\"\ntls = \"none\"\n[delivery]\nmaildir = \"/m\"\n");
+    return error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n[[listener]]\naddress = \"" + address +
+                    "\"\ntls = \"none\"\n[delivery]\nmaildir = \"/m\"\n");
   };
   EXPECT_EQ(with_address("127.0.0.1:1"), "OK");
   EXPECT_EQ(with_address("127.0.0.1:65535"), "OK");
@@ -357,16 +355,14 @@ TEST(ConfigTest, ListenerAddresses) {
             "listener[0].address: \"127.0.0.1\" has no port (expected \"IPv4:port\" or \"[IPv6]:port\")");
   EXPECT_EQ(with_address("[::1]25"),
             "listener[0].address: \"[::1]25\" is not an address (expected \"IPv4:port\" or \"[IPv6]:port\")");
-  EXPECT_EQ(with_address("127.0.0.1:0"),
-            "listener[0].address: port \"0\" is not a number from 1 to 65535");
+  EXPECT_EQ(with_address("127.0.0.1:0"), "listener[0].address: port \"0\" is not a number from 1 to 65535");
   EXPECT_EQ(with_address("127.0.0.1:65536"),
             "listener[0].address: port \"65536\" is not a number from 1 to 65535");
   EXPECT_EQ(with_address("127.0.0.1:smtp"),
             "listener[0].address: port \"smtp\" is not a number from 1 to 65535");
   EXPECT_EQ(with_address("127.0.0.1:+25"),
             "listener[0].address: port \"+25\" is not a number from 1 to 65535");
-  EXPECT_EQ(with_address("127.0.0.1:"),
-            "listener[0].address: port \"\" is not a number from 1 to 65535");
+  EXPECT_EQ(with_address("127.0.0.1:"), "listener[0].address: port \"\" is not a number from 1 to 65535");
 }
 
 TEST(ConfigTest, DuplicateListenersAreRefused) {
@@ -395,20 +391,21 @@ TEST(ConfigTest, CertificateFilesMustBeReadable) {
   write_file(dir.path() / "rsa.crt", "cert");
   write_file(dir.path() / "rsa.key", "key");
   write_file(dir.path() / "ec.crt", "cert");
-  const std::string tls = "[tls]\ncertificates = [\n"
-                          "  { cert = \"rsa.crt\", key = \"rsa.key\" },\n"
-                          "  { cert = \"ec.crt\", key = \"ec.key\" },\n]\n";
-  EXPECT_EQ(error_of(document("", tls), dir.path()),
-            "tls.certificates[1].key: cannot read " + (dir.path() / "ec.key").string() +
-                ": No such file or directory");
-  EXPECT_EQ(error_of(document("", "[tls]\ncertificates = [{ cert = \"/nonexistent/x.crt\", key = \"rsa.key\" }]\n"),
-                     dir.path()),
-            "tls.certificates[0].cert: cannot read /nonexistent/x.crt: No such file or directory");
+  const std::string tls =
+      "[tls]\ncertificates = [\n"
+      "  { cert = \"rsa.crt\", key = \"rsa.key\" },\n"
+      "  { cert = \"ec.crt\", key = \"ec.key\" },\n]\n";
+  EXPECT_EQ(error_of(document("", tls), dir.path()), "tls.certificates[1].key: cannot read " +
+                                                         (dir.path() / "ec.key").string() +
+                                                         ": No such file or directory");
+  EXPECT_EQ(
+      error_of(document("", "[tls]\ncertificates = [{ cert = \"/nonexistent/x.crt\", key = \"rsa.key\" }]\n"),
+               dir.path()),
+      "tls.certificates[0].cert: cannot read /nonexistent/x.crt: No such file or directory");
   fs::create_directory(dir.path() / "certs");
-  EXPECT_EQ(error_of(document("", "[tls]\ncertificates = [{ cert = \"certs\", key = \"rsa.key\" }]\n"),
-                     dir.path()),
-            "tls.certificates[0].cert: cannot read " + (dir.path() / "certs").string() +
-                ": not a regular file");
+  EXPECT_EQ(
+      error_of(document("", "[tls]\ncertificates = [{ cert = \"certs\", key = \"rsa.key\" }]\n"), dir.path()),
+      "tls.certificates[0].cert: cannot read " + (dir.path() / "certs").string() + ": not a regular file");
 }
 
 TEST(ConfigTest, MinVersionIsChecked) {
@@ -428,14 +425,11 @@ TEST(ConfigTest, LimitsAreCheckedAtTheirBounds) {
   EXPECT_EQ(limit("max_recipients", "0"), "limits.max_recipients: must be at least 1");
   EXPECT_EQ(limit("max_command_line", "512"), "OK");
   EXPECT_EQ(limit("max_command_line", "65536"), "OK");
-  EXPECT_EQ(limit("max_command_line", "511"),
-            "limits.max_command_line: must be between 512 and 65536");
-  EXPECT_EQ(limit("max_command_line", "65537"),
-            "limits.max_command_line: must be between 512 and 65536");
+  EXPECT_EQ(limit("max_command_line", "511"), "limits.max_command_line: must be between 512 and 65536");
+  EXPECT_EQ(limit("max_command_line", "65537"), "limits.max_command_line: must be between 512 and 65536");
   EXPECT_EQ(limit("max_errors", "1"), "OK");
   EXPECT_EQ(limit("max_errors", "0"), "limits.max_errors: must be between 1 and 4294967295");
-  EXPECT_EQ(limit("max_errors", "4294967296"),
-            "limits.max_errors: must be between 1 and 4294967295");
+  EXPECT_EQ(limit("max_errors", "4294967296"), "limits.max_errors: must be between 1 and 4294967295");
   EXPECT_EQ(limit("max_connections", "1"), "OK");
   EXPECT_EQ(limit("max_connections", "0"), "limits.max_connections: must be at least 1");
 }

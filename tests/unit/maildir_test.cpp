@@ -31,8 +31,8 @@ class TempDir {
   TempDir() {
     static std::atomic<unsigned> counter{0};
     path_ = fs::temp_directory_path() /
-            ("mxgate-maildir-test-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter++) + "-" + std::to_string(std::random_device{}()));
+            ("mxgate-maildir-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+             std::to_string(std::random_device{}()));
     fs::create_directories(path_);
   }
   ~TempDir() {
@@ -213,8 +213,7 @@ TEST_F(DeliveryRunnerTest, DeliversWhatIsSpooledAtStartAndRemovesIt) {
       return p.filename().string().find("Q" + id + ".") != std::string::npos;
     });
     ASSERT_NE(it, delivered.end()) << id;
-    EXPECT_NE(log.find("delivery: " + id + ": delivered to maildir as " + it->filename().string() +
-                       "\n"),
+    EXPECT_NE(log.find("delivery: " + id + ": delivered to maildir as " + it->filename().string() + "\n"),
               std::string::npos)
         << log;
   }
@@ -257,8 +256,7 @@ TEST_F(DeliveryRunnerTest, DefersWhileTheMaildirIsBrokenThenRetries) {
   ASSERT_TRUE(done) << log;
   EXPECT_TRUE(spool->list().empty());
   EXPECT_EQ(files_in(new_dir()).size(), 1u);
-  EXPECT_NE(log.find("delivery: " + id + ": deferred: maildir: rename to "), std::string::npos)
-      << log;
+  EXPECT_NE(log.find("delivery: " + id + ": deferred: maildir: rename to "), std::string::npos) << log;
 }
 
 TEST_F(DeliveryRunnerTest, MovesCorruptFilesAside) {
@@ -274,8 +272,7 @@ TEST_F(DeliveryRunnerTest, MovesCorruptFilesAside) {
   ASSERT_TRUE(done) << log;
   EXPECT_TRUE(spool->list().empty());
   EXPECT_TRUE(fs::exists(dir.path() / "spool" / "corrupt" / "0BAD"));
-  EXPECT_NE(log.find("delivery: 0BAD: spool: 0BAD: corrupt: truncated header; moved to "),
-            std::string::npos)
+  EXPECT_NE(log.find("delivery: 0BAD: spool: 0BAD: corrupt: truncated header; moved to "), std::string::npos)
       << log;
 }
 

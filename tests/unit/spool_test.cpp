@@ -28,8 +28,8 @@ class TempDir {
   TempDir() {
     static std::atomic<unsigned> counter{0};
     path_ = fs::temp_directory_path() /
-            ("mxgate-spool-test-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter++) + "-" + std::to_string(std::random_device{}()));
+            ("mxgate-spool-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+             std::to_string(std::random_device{}()));
     fs::create_directories(path_);
   }
   ~TempDir() {
@@ -54,16 +54,17 @@ void write_file(const fs::path& path, const std::string& bytes) {
 }
 
 std::size_t count_entries(const fs::path& dir) {
-  return static_cast<std::size_t>(
-      std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
+  return static_cast<std::size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
 }
 
 Envelope sample_envelope(std::string id) {
   Envelope e;
   e.id = std::move(id);
-  e.sender = "j\xC3\xB6rg@b\xC3\xBC" "cher.example";  // jörg@bücher.example
-  e.recipients = {"\xE7\x94\xA8\xE6\x88\xB7@\xE4\xBE\x8B\xE5\xAD\x90.\xE5\xB9\xBF\xE5\x91\x8A",
-                  "postmaster", "a b@example.test"};
+  e.sender =
+      "j\xC3\xB6rg@b\xC3\xBC"
+      "cher.example";  // jörg@bücher.example
+  e.recipients = {"\xE7\x94\xA8\xE6\x88\xB7@\xE4\xBE\x8B\xE5\xAD\x90.\xE5\xB9\xBF\xE5\x91\x8A", "postmaster",
+                  "a b@example.test"};
   e.smtputf8 = true;
   e.body_8bitmime = true;
   e.client_address = "2001:db8::25";
@@ -109,8 +110,7 @@ TEST(SpoolTest, OpenFailsWhenTheDirectoryCannotBeMade) {
   write_file(dir.path() / "file", "x");
   auto spool = Spool::open(dir.path() / "file");
   ASSERT_FALSE(spool);
-  EXPECT_EQ(spool.error(), "spool: create directory " + (dir.path() / "file").string() +
-                               ": Not a directory");
+  EXPECT_EQ(spool.error(), "spool: create directory " + (dir.path() / "file").string() + ": Not a directory");
 }
 
 TEST(SpoolTest, OpenRemovesLeftoversInTmp) {
@@ -232,8 +232,7 @@ TEST(SpoolTest, StoreNeverReplacesAnExistingMessage) {
   ASSERT_TRUE(spool->store(sample_envelope("SAME"), "first"));
   auto second = spool->store(sample_envelope("SAME"), "second");
   ASSERT_FALSE(second);
-  EXPECT_EQ(second.error(),
-            "spool: rename to " + (dir.path() / "queue" / "SAME").string() + ": File exists");
+  EXPECT_EQ(second.error(), "spool: rename to " + (dir.path() / "queue" / "SAME").string() + ": File exists");
   EXPECT_EQ(count_entries(dir.path() / "tmp"), 0u);
   EXPECT_EQ(spool->load("SAME")->content, "first");
 }
