@@ -230,7 +230,7 @@ ParsedPath parse_path(std::string_view text, const PathOptions& options) {
   if (!local_ok || !is_valid_domain(domain, allow_utf8)) return result;
 
   result.mailbox = std::string(inner);
-  result.non_ascii = utf8_bytes;
+  result.non_ascii = !is_ascii(result.mailbox);
   result.error = (utf8_bytes && !options.utf8) ? AddressError::needs_smtputf8 : AddressError::none;
   return result;
 }

@@ -277,7 +277,9 @@ Step Session::advance() {
         const auto lf = view.substr(0, limit).find('\n');
         if (lf == std::string_view::npos) {
           if (view.size() < limit) return take(Next::read);
-          pos_ = in_.size();
+          // Drop what is known to be the over-long line; discard_line drops
+          // the rest of it, up to and including its LF, and no more.
+          pos_ += limit;
           phase_ = Phase::discard_line;
           reply_error(500, "5.5.2", "Line too long");
           continue;
@@ -417,7 +419,7 @@ void Session::cmd_mail(std::string_view args) {
     reply(552, "5.3.4", "Message size exceeds fixed limit");
     return;
   }
-  txn_.emplace();
+  txn_ = Transaction{};  // not emplace(): clang 14 rejects it for this nested type
   txn_->sender = path.mailbox;
   txn_->smtputf8 = params.smtputf8;
   txn_->body_8bitmime = params.body_8bitmime;

@@ -17,8 +17,7 @@ constexpr PathOptions kForwardUtf8{.allow_postmaster = true, .utf8 = true};
 constexpr PathOptions kPlain{};
 
 // Parses and expects success with the given mailbox and an empty rest.
-void expect_mailbox(std::string_view text, std::string_view mailbox,
-                    const PathOptions& options = kPlain) {
+void expect_mailbox(std::string_view text, std::string_view mailbox, const PathOptions& options = kPlain) {
   SCOPED_TRACE(std::string(text));
   const ParsedPath p = parse_path(text, options);
   EXPECT_EQ(p.error, AddressError::none);
@@ -60,7 +59,9 @@ TEST(AddressDotString, InvalidLocalParts) {
   expect_syntax_error("<us\\er@example.com>");
   expect_syntax_error(std::string_view("<us\0er@example.com>", 19));
   expect_syntax_error("<us\ter@example.com>");
-  expect_syntax_error("<us\x7f" "er@example.com>");
+  expect_syntax_error(
+      "<us\x7f"
+      "er@example.com>");
 }
 
 TEST(AddressDotString, LastAtSeparatesLocalPartFromDomain) {
@@ -108,8 +109,8 @@ TEST(AddressQuotedString, Invalid) {
   expect_syntax_error("<\"a\x01\"@example.com>");
   expect_syntax_error("<\"a\\\x01\"@example.com>");  // quoted-pairSMTP is %d92 %d32-126
   expect_syntax_error("<\"a\x7f\"@example.com>");
-  expect_syntax_error("<\"a\"@example.com");       // no '>' outside the quotes
-  expect_syntax_error("<\"a>@example.com");        // '>' only inside an open quote
+  expect_syntax_error("<\"a\"@example.com");  // no '>' outside the quotes
+  expect_syntax_error("<\"a>@example.com");   // '>' only inside an open quote
 }
 
 // --- Domains --------------------------------------------------------------------
@@ -171,9 +172,18 @@ TEST(AddressDomain, IsValidDomainDirect) {
   EXPECT_FALSE(is_valid_domain("-", false));
   EXPECT_FALSE(is_valid_domain("a-", false));
   EXPECT_FALSE(is_valid_domain("[192.0.2.1", false));
-  EXPECT_FALSE(is_valid_domain("b\xC3\xBC" "cher.example", false));
-  EXPECT_TRUE(is_valid_domain("b\xC3\xBC" "cher.example", true));
-  EXPECT_FALSE(is_valid_domain("b\xC3" "cher.example", true));  // truncated sequence
+  EXPECT_FALSE(
+      is_valid_domain("b\xC3\xBC"
+                      "cher.example",
+                      false));
+  EXPECT_TRUE(
+      is_valid_domain("b\xC3\xBC"
+                      "cher.example",
+                      true));
+  EXPECT_FALSE(
+      is_valid_domain("b\xC3"
+                      "cher.example",
+                      true));  // truncated sequence
 }
 
 // --- Address literals -------------------------------------------------------------
@@ -224,6 +234,19 @@ TEST(AddressSourceRoute, AcceptedAndDropped) {
   expect_mailbox("<@relay.example:user@example.com>", "user@example.com");
   expect_mailbox("<@a.example,@b.example:user@example.com>", "user@example.com");
   expect_mailbox("<@a,@b,@c:u@d>", "u@d");
+}
+
+TEST(AddressSourceRoute, Utf8RouteIsDroppedButStillNeedsSmtputf8) {
+  // The route is only valid under RFC 6531, but the mailbox left is ASCII.
+  const std::string text = "<@r\xC3\xA9lais.example:u@example.com>";
+  const ParsedPath without = parse_path(text, kReverse);
+  EXPECT_EQ(without.error, AddressError::needs_smtputf8);
+  EXPECT_EQ(without.mailbox, "u@example.com");
+  EXPECT_FALSE(without.non_ascii);
+  const ParsedPath with = parse_path(text, kForwardUtf8);
+  EXPECT_EQ(with.error, AddressError::none);
+  EXPECT_EQ(with.mailbox, "u@example.com");
+  EXPECT_FALSE(with.non_ascii);
 }
 
 TEST(AddressSourceRoute, Invalid) {
@@ -300,15 +323,21 @@ TEST(AddressLimits, Path256AcceptedAnd257Refused) {
 // --- UTF-8 (RFC 6531) --------------------------------------------------------------------
 
 TEST(AddressUtf8, NonAsciiNeedsSmtputf8) {
-  const std::string text = "<j\xC3\xB6rg@b\xC3\xBC" "cher.example>";
+  const std::string text =
+      "<j\xC3\xB6rg@b\xC3\xBC"
+      "cher.example>";
   const ParsedPath without = parse_path(text, kReverse);
   EXPECT_EQ(without.error, AddressError::needs_smtputf8);
-  EXPECT_EQ(without.mailbox, "j\xC3\xB6rg@b\xC3\xBC" "cher.example");
+  EXPECT_EQ(without.mailbox,
+            "j\xC3\xB6rg@b\xC3\xBC"
+            "cher.example");
   EXPECT_TRUE(without.non_ascii);
 
   const ParsedPath with = parse_path(text, kForwardUtf8);
   EXPECT_EQ(with.error, AddressError::none);
-  EXPECT_EQ(with.mailbox, "j\xC3\xB6rg@b\xC3\xBC" "cher.example");
+  EXPECT_EQ(with.mailbox,
+            "j\xC3\xB6rg@b\xC3\xBC"
+            "cher.example");
   EXPECT_TRUE(with.non_ascii);
 }
 
@@ -336,29 +365,32 @@ TEST(AddressUtf8, InvalidUtf8IsSyntaxEvenWithSmtputf8) {
     expect_syntax_error("<j\xED\xA0\x80rg@example.com>", options);      // surrogate
     expect_syntax_error("<j\xF4\x90\x80\x80rg@example.com>", options);  // > U+10FFFF
     expect_syntax_error("<j\xFFrg@example.com>", options);
-    expect_syntax_error("<j\x80rg@example.com>", options);              // lone continuation
-    expect_syntax_error("<user@b\xC3" "cher.example>", options);
+    expect_syntax_error("<j\x80rg@example.com>", options);  // lone continuation
+    expect_syntax_error(
+        "<user@b\xC3"
+        "cher.example>",
+        options);
   }
 }
 
 TEST(AddressUtf8, IsValidUtf8) {
   EXPECT_TRUE(is_valid_utf8(""));
   EXPECT_TRUE(is_valid_utf8("plain"));
-  EXPECT_TRUE(is_valid_utf8("\xC2\x80"));              // U+0080
-  EXPECT_TRUE(is_valid_utf8("\xDF\xBF"));              // U+07FF
-  EXPECT_TRUE(is_valid_utf8("\xE0\xA0\x80"));          // U+0800
-  EXPECT_TRUE(is_valid_utf8("\xED\x9F\xBF"));          // U+D7FF
-  EXPECT_TRUE(is_valid_utf8("\xEE\x80\x80"));          // U+E000
-  EXPECT_TRUE(is_valid_utf8("\xEF\xBF\xBF"));          // U+FFFF
-  EXPECT_TRUE(is_valid_utf8("\xF0\x90\x80\x80"));      // U+10000
-  EXPECT_TRUE(is_valid_utf8("\xF4\x8F\xBF\xBF"));      // U+10FFFF
-  EXPECT_FALSE(is_valid_utf8("\xC1\xBF"));             // overlong
-  EXPECT_FALSE(is_valid_utf8("\xE0\x9F\xBF"));         // overlong
-  EXPECT_FALSE(is_valid_utf8("\xF0\x8F\xBF\xBF"));     // overlong
-  EXPECT_FALSE(is_valid_utf8("\xED\xA0\x80"));         // U+D800
-  EXPECT_FALSE(is_valid_utf8("\xED\xBF\xBF"));         // U+DFFF
-  EXPECT_FALSE(is_valid_utf8("\xF4\x90\x80\x80"));     // U+110000
-  EXPECT_FALSE(is_valid_utf8("\xF8\x88\x80\x80\x80")); // 5-byte form
+  EXPECT_TRUE(is_valid_utf8("\xC2\x80"));               // U+0080
+  EXPECT_TRUE(is_valid_utf8("\xDF\xBF"));               // U+07FF
+  EXPECT_TRUE(is_valid_utf8("\xE0\xA0\x80"));           // U+0800
+  EXPECT_TRUE(is_valid_utf8("\xED\x9F\xBF"));           // U+D7FF
+  EXPECT_TRUE(is_valid_utf8("\xEE\x80\x80"));           // U+E000
+  EXPECT_TRUE(is_valid_utf8("\xEF\xBF\xBF"));           // U+FFFF
+  EXPECT_TRUE(is_valid_utf8("\xF0\x90\x80\x80"));       // U+10000
+  EXPECT_TRUE(is_valid_utf8("\xF4\x8F\xBF\xBF"));       // U+10FFFF
+  EXPECT_FALSE(is_valid_utf8("\xC1\xBF"));              // overlong
+  EXPECT_FALSE(is_valid_utf8("\xE0\x9F\xBF"));          // overlong
+  EXPECT_FALSE(is_valid_utf8("\xF0\x8F\xBF\xBF"));      // overlong
+  EXPECT_FALSE(is_valid_utf8("\xED\xA0\x80"));          // U+D800
+  EXPECT_FALSE(is_valid_utf8("\xED\xBF\xBF"));          // U+DFFF
+  EXPECT_FALSE(is_valid_utf8("\xF4\x90\x80\x80"));      // U+110000
+  EXPECT_FALSE(is_valid_utf8("\xF8\x88\x80\x80\x80"));  // 5-byte form
   EXPECT_FALSE(is_valid_utf8("\xC2"));
   EXPECT_FALSE(is_valid_utf8("\xE0\xA0"));
   EXPECT_FALSE(is_valid_utf8("\xC2\x41"));

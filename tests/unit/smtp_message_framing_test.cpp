@@ -25,8 +25,8 @@ struct Outcome {
 };
 
 std::ostream& operator<<(std::ostream& os, const Outcome& o) {
-  return os << "{out=" << testing::PrintToString(o.out) << " consumed=" << o.consumed
-            << " done=" << o.done << " bare=" << o.bare_newline << " size=" << o.size << "}";
+  return os << "{out=" << testing::PrintToString(o.out) << " consumed=" << o.consumed << " done=" << o.done
+            << " bare=" << o.bare_newline << " size=" << o.size << "}";
 }
 
 // Feeds in to a fresh decoder cut at the given ascending offsets, the way a
@@ -301,8 +301,17 @@ TEST(LineEndingCheckerTest, CrlfSplitAcrossChunks) {
 
 TEST(LineEndingCheckerTest, GrindAtEverySplit) {
   const std::vector<std::string> inputs = {
-      "a\r\nb\r\n", "a\nb\r\n", "a\rb\r\n", "\r\n", "\r", "\n", "a\r\r\n", "x\r\n.\r\n",
-      "a\r\n.\r", "\r\n\r\n\r\n", std::string("\0\r\n\xff\r\n", 6),
+      "a\r\nb\r\n",
+      "a\nb\r\n",
+      "a\rb\r\n",
+      "\r\n",
+      "\r",
+      "\n",
+      "a\r\r\n",
+      "x\r\n.\r\n",
+      "a\r\n.\r",
+      "\r\n\r\n\r\n",
+      std::string("\0\r\n\xff\r\n", 6),
   };
   for (const auto& in : inputs) {
     SCOPED_TRACE(testing::PrintToString(in));

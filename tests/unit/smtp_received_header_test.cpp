@@ -29,18 +29,14 @@ TEST(ReceivedDate, Rfc5322FormatInUtc) {
   EXPECT_EQ(rfc5322_date(kLeapDay), "Thu, 29 Feb 2024 13:05:09 +0000");
   EXPECT_EQ(rfc5322_date(system_clock::time_point{}), "Thu, 01 Jan 1970 00:00:00 +0000");
   // 2001-09-09 01:46:40 UTC, a Sunday.
-  EXPECT_EQ(rfc5322_date(system_clock::time_point{seconds{1000000000}}),
-            "Sun, 09 Sep 2001 01:46:40 +0000");
+  EXPECT_EQ(rfc5322_date(system_clock::time_point{seconds{1000000000}}), "Sun, 09 Sep 2001 01:46:40 +0000");
   // 2023-12-31 23:59:59 UTC, a Sunday; the next second is a Monday in January.
-  EXPECT_EQ(rfc5322_date(system_clock::time_point{seconds{1704067199}}),
-            "Sun, 31 Dec 2023 23:59:59 +0000");
-  EXPECT_EQ(rfc5322_date(system_clock::time_point{seconds{1704067200}}),
-            "Mon, 01 Jan 2024 00:00:00 +0000");
+  EXPECT_EQ(rfc5322_date(system_clock::time_point{seconds{1704067199}}), "Sun, 31 Dec 2023 23:59:59 +0000");
+  EXPECT_EQ(rfc5322_date(system_clock::time_point{seconds{1704067200}}), "Mon, 01 Jan 2024 00:00:00 +0000");
 }
 
 TEST(ReceivedDate, SubSecondPrecisionIsTruncatedNotRounded) {
-  EXPECT_EQ(rfc5322_date(kLeapDay + std::chrono::milliseconds{999}),
-            "Thu, 29 Feb 2024 13:05:09 +0000");
+  EXPECT_EQ(rfc5322_date(kLeapDay + std::chrono::milliseconds{999}), "Thu, 29 Feb 2024 13:05:09 +0000");
 }
 
 TEST(ReceivedDate, IndependentOfLocale) {
@@ -108,16 +104,23 @@ TEST(ReceivedHeader, Utf8SmtpsWithTls12AndDifferingBits) {
 
 TEST(ReceivedHeader, EveryLineEndsInCrlfAndContinuationsAreFolded) {
   const TlsInfo tls{"TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, 128};
-  const std::string h = received_header(ReceivedFields{
-      .helo = "h", .client_ip = "1.2.3.4", .hostname = "mx", .protocol = "ESMTPS",
-      .queue_id = "Q", .tls = &tls, .recipient = "r@x", .when = kLeapDay});
+  const std::string h = received_header(ReceivedFields{.helo = "h",
+                                                       .client_ip = "1.2.3.4",
+                                                       .hostname = "mx",
+                                                       .protocol = "ESMTPS",
+                                                       .queue_id = "Q",
+                                                       .tls = &tls,
+                                                       .recipient = "r@x",
+                                                       .when = kLeapDay});
   ASSERT_GE(h.size(), 2u);
   EXPECT_EQ(h.substr(h.size() - 2), "\r\n");
   for (std::size_t i = 0; i < h.size(); ++i) {
     if (h[i] == '\n') {
       ASSERT_GT(i, 0u);
       EXPECT_EQ(h[i - 1], '\r') << "bare LF at " << i;
-      if (i + 1 < h.size()) EXPECT_EQ(h[i + 1], '\t') << "unfolded line at " << i + 1;
+      if (i + 1 < h.size()) {
+        EXPECT_EQ(h[i + 1], '\t') << "unfolded line at " << i + 1;
+      }
     }
     if (h[i] == '\r') {
       ASSERT_LT(i + 1, h.size());
