@@ -1,19 +1,11 @@
 // libFuzzer entry point for the SMTP session state machine (src/smtp/session.hpp).
 // Not built by CMake.  Build and run from the repository root:
 //
-//   sed 's/txn_\.emplace();/txn_ = Transaction{};/' src/smtp/session.cpp > /tmp/session_clang14.cpp
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-//       -Isrc tests/fuzz/session_fuzz.cpp /tmp/session_clang14.cpp src/smtp/address.cpp \
+//       -Isrc tests/fuzz/session_fuzz.cpp src/smtp/session.cpp src/smtp/address.cpp \
 //       src/smtp/message_framing.cpp src/smtp/received_header.cpp src/smtp/reply.cpp \
 //       -o /tmp/session_fuzz
 //   mkdir -p /tmp/session_corpus && /tmp/session_fuzz -max_total_time=60 /tmp/session_corpus
-//
-// The sed works around a clang 14 bug (the machine's clang): inside Session,
-// std::optional<Transaction> asks is_constructible<Transaction> before the
-// nested struct's default member initializers are parsed, caches "false",
-// and then rejects txn_.emplace().  GCC accepts the original; with a fixed
-// clang, or once session.cpp avoids emplace() there, the sed changes nothing
-// and src/smtp/session.cpp can be compiled directly.
 //
 // Add -DSESSION_FUZZ_DIFFERENTIAL to also replay every cleartext input in one
 // receive() and require the same replies and stored messages as the split
