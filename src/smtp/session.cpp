@@ -6,6 +6,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <limits>
 
 #include "smtp/address.hpp"
 
@@ -74,6 +75,16 @@ bool for_each_parameter(std::string_view rest, Visit visit) {
     if (!visit(keyword, value, eq != std::string_view::npos)) return false;
   }
   return true;
+}
+
+// RFC 1870 section 4: any number of digits is valid; one too large to
+// represent is simply over every limit.
+std::optional<std::uint64_t> parse_size_value(std::string_view s) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  std::uint64_t v = 0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec == std::errc::result_out_of_range) return std::numeric_limits<std::uint64_t>::max();
+  return v;
 }
 
 std::optional<std::uint64_t> parse_decimal(std::string_view s) {
@@ -296,7 +307,11 @@ void Session::handle_line(std::string_view line) {
   // line ends in '\n'.  RFC 5321 section 2.3.8: only CRLF ends a line.
   if (line.size() < 2 || line[line.size() - 2] != '\r' ||
       line.substr(0, line.size() - 2).find('\r') != std::string_view::npos) {
-    reply_error(500, "5.5.2", "Bare CR or LF in command line not allowed");
+    // Where the client thinks this command ends is unknowable, so nothing
+    // after it may be executed: refuse and hang up, as Postfix does with
+    // smtpd_forbid_bare_newline = reject.
+    reply(500, "5.5.2", "Bare CR or LF in command line not allowed");
+    close_with("", "bare CR or LF in command");
     return;
   }
   line.remove_suffix(2);
@@ -390,7 +405,7 @@ void Session::cmd_mail(std::string_view args) {
   std::optional<Reply> refusal;
   const bool syntax_ok = for_each_parameter(path.rest, [&](std::string_view key, std::string_view value, bool has_value) {
     if (iequals(key, "SIZE") && has_value) {
-      params.size = parse_decimal(value);
+      params.size = parse_size_value(value);
       if (!params.size) refusal = Reply{501, "5.5.4", "Bad SIZE parameter"};
     } else if (iequals(key, "BODY") && has_value) {
       if (iequals(value, "8BITMIME")) {
@@ -428,6 +443,7 @@ void Session::cmd_mail(std::string_view args) {
 
 void Session::cmd_rcpt(std::string_view args) {
   if (!ready_for_mail_command(true)) return;
+  txn_->rcpt_attempted = true;
   if (!istarts_with(args, "TO:")) {
     reply_error(501, "5.5.4", "Syntax: RCPT TO:<address>");
     return;
@@ -485,7 +501,7 @@ void Session::cmd_data(std::string_view args) {
   }
   if (!ready_for_mail_command(true)) return;
   if (txn_->recipients.empty()) {
-    reply_error(554, "5.5.1", "No valid recipients");
+    no_recipients_error();
     return;
   }
   if (txn_->used_bdat) {
@@ -519,7 +535,9 @@ void Session::cmd_bdat(std::string_view args) {
   if (settings_.tls_mode == config::TlsMode::encrypt && !tls_)
     return refuse({530, "5.7.0", "Must issue a STARTTLS command first"});
   if (!txn_) return refuse({503, "5.5.1", "Need MAIL command first"});
-  if (txn_->recipients.empty()) return refuse({554, "5.5.1", "No valid recipients"});
+  if (txn_->recipients.empty())
+    return refuse(txn_->rcpt_attempted ? Reply{554, "5.5.1", "No valid recipients"}
+                                       : Reply{503, "5.5.1", "Need RCPT command first"});
   if (!txn_->used_bdat) {
     txn_->used_bdat = true;
     begin_content();
@@ -558,6 +576,16 @@ void Session::stored(bool ok) {
   txn_.reset();
   content_.clear();
   if (content_.capacity() > 65536) content_.shrink_to_fit();  // idle sessions stay small
+}
+
+// RFC 5321 section 3.3 allows 503 or 554 here; like Postfix, say which
+// mistake it was.
+void Session::no_recipients_error() {
+  if (txn_->rcpt_attempted) {
+    reply_error(554, "5.5.1", "No valid recipients");
+  } else {
+    reply_error(503, "5.5.1", "Need RCPT command first");
+  }
 }
 
 void Session::cmd_rset(std::string_view args) {

@@ -96,6 +96,7 @@ class Session {
     std::vector<std::string> recipients;
     bool smtputf8 = false;
     bool body_8bitmime = false;
+    bool rcpt_attempted = false;    // some RCPT was given, even if refused
     bool content_started = false;  // DATA or a first BDAT began (Received header written)
     bool used_bdat = false;
     bool too_big = false;
@@ -132,6 +133,7 @@ class Session {
   void cmd_help(std::string_view args);
   void cmd_starttls(std::string_view args);
   void cmd_auth(std::string_view args);
+  void no_recipients_error();
   bool greet_args_ok(std::string_view args, std::string_view verb);
 
   SessionSettings settings_;

@@ -287,6 +287,10 @@ TEST(SessionSequencing, RcptAndDataNeedMail) {
   EXPECT_EQ(h.feed("RCPT TO:<c@example.net>\r\n"), "503 5.5.1 Need MAIL command first\r\n");
   EXPECT_EQ(h.feed("DATA\r\n"), "503 5.5.1 Need MAIL command first\r\n");
   EXPECT_EQ(h.feed("MAIL FROM:<a@example.org>\r\n"), "250 2.1.0 Ok\r\n");
+  // No RCPT given at all: a sequence error (503); RCPTs given but all
+  // refused: no valid recipients (554), as RFC 5321 section 3.3 allows.
+  EXPECT_EQ(h.feed("DATA\r\n"), "503 5.5.1 Need RCPT command first\r\n");
+  EXPECT_EQ(h.feed("RCPT TO:<bad address>\r\n"), "501 5.1.3 Bad recipient address syntax\r\n");
   EXPECT_EQ(h.feed("DATA\r\n"), "554 5.5.1 No valid recipients\r\n");
   EXPECT_EQ(h.feed("MAIL FROM:<a@example.org>\r\n"), "503 5.5.1 Nested MAIL command\r\n");
   EXPECT_EQ(h.feed("RSET\r\n"), "250 2.0.0 Ok\r\n");
@@ -333,8 +337,9 @@ TEST(SessionMail, BadSize) {
   EXPECT_EQ(h.feed("MAIL FROM:<a@example.org> SIZE=abc\r\n"), "501 5.5.4 Bad SIZE parameter\r\n");
   EXPECT_EQ(h.feed("MAIL FROM:<a@example.org> SIZE=-1\r\n"), "501 5.5.4 Bad SIZE parameter\r\n");
   EXPECT_EQ(h.feed("MAIL FROM:<a@example.org> SIZE=12x\r\n"), "501 5.5.4 Bad SIZE parameter\r\n");
+  // RFC 1870: any digit string is valid; one past 2^64 is simply too big.
   EXPECT_EQ(h.feed("MAIL FROM:<a@example.org> SIZE=123456789012345678901\r\n"),
-            "501 5.5.4 Bad SIZE parameter\r\n");
+            "552 5.3.4 Message size exceeds fixed limit\r\n");
   EXPECT_EQ(h.feed("MAIL FROM:<a@example.org> SIZE=\r\n"), "501 5.5.4 Bad MAIL parameter syntax\r\n");
   // A huge but representable value is over the limit, not malformed.
   EXPECT_EQ(h.feed("MAIL FROM:<a@example.org> SIZE=18446744073709551615\r\n"),
@@ -761,15 +766,16 @@ TEST(SessionGrind, BdatWithoutMailAtEveryOffset) {
 }
 
 TEST(SessionGrind, ErrorsAndLimitsAtEveryOffset) {
-  const std::string input = "EHLO c\r\nFOO\r\nNOOP\n\r\nMAIL FROM:<a@b> X=1\r\nNO\0OP\r\nNOOP\r\n"s;
+  const std::string input = "EHLO c\r\nFOO\r\nMAIL FROM:<a@b> X=1\r\nNO\0OP\r\nNOOP\r\nNOOP\n\r\nNOOP\r\n"s;
   Transcript expected;
+  // The bare LF ends the session: nothing after it is answered.
   expected.output = ehlo_reply() +
-                    "500 5.5.2 Command unrecognized\r\n"
-                    "500 5.5.2 Bare CR or LF in command line not allowed\r\n"
                     "500 5.5.2 Command unrecognized\r\n"
                     "555 5.5.4 Unsupported parameter X\r\n"
                     "500 5.5.2 Invalid character in command\r\n"
-                    "250 2.0.0 Ok\r\n";
+                    "250 2.0.0 Ok\r\n"
+                    "500 5.5.2 Bare CR or LF in command line not allowed\r\n";
+  expected.closed = true;
   grind_session(input, expected);
 }
 
@@ -853,7 +859,7 @@ TEST(SessionBdat, BeforeHeloAndWithoutRecipients) {
   Harness h;
   EXPECT_EQ(h.feed("BDAT 4\r\nQUIT"), "503 5.5.1 Send HELO/EHLO first\r\n");
   h.feed("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n");
-  EXPECT_EQ(h.feed("BDAT 4 LAST\r\nQUIT"), "554 5.5.1 No valid recipients\r\n");
+  EXPECT_EQ(h.feed("BDAT 4 LAST\r\nQUIT"), "503 5.5.1 Need RCPT command first\r\n");
   EXPECT_EQ(h.feed("RCPT TO:<c@example.net>\r\nBDAT 2 LAST\r\nok"),
             "250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as Q0000001\r\n");
 }
@@ -1118,14 +1124,16 @@ TEST(SessionLineLength, NextLineAfterOverlongLineIsAnswered) {
 }
 
 TEST(SessionHostileBytes, BareLfAndBareCrInCommands) {
-  Harness h;
-  EXPECT_EQ(h.feed("NOOP\n"), "500 5.5.2 Bare CR or LF in command line not allowed\r\n");
-  EXPECT_EQ(h.feed("\n"), "500 5.5.2 Bare CR or LF in command line not allowed\r\n");
-  EXPECT_EQ(h.feed("NO\rOP\r\n"), "500 5.5.2 Bare CR or LF in command line not allowed\r\n");
-  EXPECT_EQ(h.feed("NOOP\r\r\n"), "500 5.5.2 Bare CR or LF in command line not allowed\r\n");
-  EXPECT_EQ(h.feed("NOOP\rQUIT\r\n"), "500 5.5.2 Bare CR or LF in command line not allowed\r\n");
-  EXPECT_EQ(h.last(), Next::read);
-  EXPECT_EQ(h.feed("NOOP\r\n"), "250 2.0.0 Ok\r\n");
+  // Each variant is refused and ends the session: where the client meant the
+  // command to end is unknowable, so nothing after it may run.
+  for (const std::string input : {"NOOP\n", "\n", "NO\rOP\r\n", "NOOP\r\r\n", "NOOP\rQUIT\r\n",
+                                  "NOOP\nMAIL FROM:<a@b.c>\r\n"}) {
+    Harness h;
+    EXPECT_EQ(h.feed(input + "NOOP\r\n"), "500 5.5.2 Bare CR or LF in command line not allowed\r\n")
+        << input;
+    EXPECT_EQ(h.last(), Next::close) << input;
+    EXPECT_EQ(h.session().end_reason(), "bare CR or LF in command") << input;
+  }
 }
 
 TEST(SessionHostileBytes, NulAndControls) {
