@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import email.utils
-import errno
 import json
 import os
 import re
@@ -97,13 +96,14 @@ def ipv6_loopback_available() -> bool:
         return False
 
 
-def client_tls_context(verify: bool = True, **kw) -> ssl.SSLContext:
-    """A client context; with verify it trusts exactly the two test certificates."""
+def client_tls_context(verify: bool = True, check_hostname: bool = True, **kw) -> ssl.SSLContext:
+    """A client context; with verify it trusts exactly the two test certificates.
+    smtplib passes the IP as server name, so it needs check_hostname=False."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if verify:
         ctx.load_verify_locations(cafile=str(certs_dir() / "ecdsa.pem"))
         ctx.load_verify_locations(cafile=str(certs_dir() / "rsa.pem"))
-        ctx.check_hostname = True
+        ctx.check_hostname = check_hostname
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -417,7 +417,7 @@ class Delivered:
         self.raw = path.read_bytes()
         lines = self.raw.split(b"\n")
         self.return_path = None
-        self.delivered_to: list[str] = []
+        self.delivered_to: list[str] = []  # addresses without <>
         self.received = None  # unfolded text of mxgate's Received header
         self.received_raw = None
         i = 0
@@ -425,7 +425,11 @@ class Delivered:
             self.return_path = lines[0][len(b"Return-Path:"):].strip().decode("utf-8", "replace")
             i = 1
         while i < len(lines) and lines[i].startswith(b"Delivered-To:"):
-            self.delivered_to.append(lines[i][len(b"Delivered-To:"):].strip().decode("utf-8", "replace"))
+            # Bare address (the usual form); angle brackets are tolerated and removed.
+            addr = lines[i][len(b"Delivered-To:"):].strip().decode("utf-8", "replace")
+            if addr.startswith("<") and addr.endswith(">"):
+                addr = addr[1:-1]
+            self.delivered_to.append(addr)
             i += 1
         if i < len(lines) and lines[i].startswith(b"Received:"):
             start = i
@@ -719,7 +723,7 @@ RECEIVED = re.compile(
     r"^Received: from (?P<helo>\S+) \(\[(?P<ip>[0-9a-fA-F:.]+)\]\)"
     r" by (?P<host>\S+) \(mxgate\) with (?P<proto>\S+) id (?P<id>[0-9A-Za-z]+)"
     r"(?: \(using (?P<tlsver>\S+) with cipher (?P<cipher>\S+) \((?P<bits>\d+)/(?P<algbits>\d+) bits\)\))?"
-    r"(?: for <(?P<rcpt>[^>]*)>)?; (?P<date>.+)$")
+    r"(?: for <(?P<rcpt>[^>]*)>)? ?; (?P<date>.+)$")
 
 
 def parse_received(delivered: Delivered) -> re.Match:

@@ -107,7 +107,7 @@ class KillUnderLoadTest(unittest.TestCase):
         # Let the load run until enough messages were acknowledged (bounded).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if sum(len(c.acked) for c in clients) >= 60:
+            if sum(len(c.acked) for c in clients) >= 150:
                 break
             if not any(c.is_alive() for c in clients):
                 break
@@ -140,7 +140,7 @@ class KillUnderLoadTest(unittest.TestCase):
             if mid in acked:
                 for m in copies:  # at-least-once: a copy redelivered after the kill must be identical
                     self.assertEqual(m.content, h.lf(acked[mid]), f"content of {mid} differs")
-                    self.assertEqual(m.delivered_to[0][:5], "<rcpt")
+                    self.assertTrue(m.delivered_to[0].startswith("rcpt"), m.delivered_to)
         server.wait_spool_empty(30)
 
 

@@ -1,6 +1,5 @@
 """The cleartext SMTP dialogue over a raw socket, and what lands in the maildir."""
 
-import socket
 import time
 import unittest
 
@@ -209,7 +208,7 @@ class CommandRepliesTest(ProtocolTestCase):
         self.assertEqual(len(set(ids)), 3, ids)
         msgs = self.server.wait_for_messages(3)
         self.assertEqual(sorted(m.delivered_to[0] for m in msgs),
-                         ["<r0@example.test>", "<r1@example.test>", "<r2@example.test>"])
+                         ["r0@example.test", "r1@example.test", "r2@example.test"])
 
 
 class PipeliningTest(ProtocolTestCase):
@@ -226,7 +225,7 @@ class PipeliningTest(ProtocolTestCase):
         self.assertEqual(c.read_reply().first, "221 2.0.0 Bye")
         msgs = self.server.wait_for_messages(1)
         delivered = sorted(addr for m in msgs for addr in m.delivered_to)
-        self.assertEqual(delivered, ["<b@example.test>", "<c@example.test>"])
+        self.assertEqual(delivered, ["b@example.test", "c@example.test"])
 
     def test_pipelined_with_failing_rcpt(self):
         c = self.session()
@@ -239,7 +238,9 @@ class PipeliningTest(ProtocolTestCase):
         c = self.session()
         c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<bad\r\nDATA\r\nNOOP\r\n")
         rs = c.read_replies(4)
-        self.assertEqual([r.code for r in rs], [250, 501, 503, 250], rs)
+        # RFC 5321 section 3.3 allows 503 or 554 ("no valid recipients") here.
+        self.assertIn(rs[2].code, (503, 554), rs)
+        self.assertEqual([rs[0].code, rs[1].code, rs[3].code], [250, 501, 250], rs)
 
     def test_pipelined_whole_session(self):
         with self.server.client() as c:
@@ -288,7 +289,7 @@ class ContentTest(ProtocolTestCase):
         qid = queue_id(c.read_reply())
         m = self.one_message()
         self.assertEqual(m.return_path, "<a@example.test>")
-        self.assertEqual(m.delivered_to, ["<b@example.test>"])
+        self.assertEqual(m.delivered_to, ["b@example.test"])
         rec = h.parse_received(m)
         self.assertEqual(rec.group("helo"), "exact.example.test")
         self.assertEqual(rec.group("ip"), "127.0.0.1")
@@ -329,10 +330,10 @@ class ContentTest(ProtocolTestCase):
         while True:
             msgs = self.server.messages()
             got = sorted(addr for m in msgs for addr in m.delivered_to)
-            if got == [f"<{r}>" for r in rcpts] or time.monotonic() > deadline:
+            if got == rcpts or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        self.assertEqual(got, [f"<{r}>" for r in rcpts])
+        self.assertEqual(got, rcpts)
         for m in msgs:
             self.assertEqual(m.content, lf(content))
             rec = h.parse_received(m)
@@ -366,7 +367,7 @@ class ContentTest(ProtocolTestCase):
         queue_id(c.read_reply())
         m = self.one_message()
         self.assertEqual(m.return_path, f"<{sender}>")
-        self.assertEqual(m.delivered_to, [f"<{rcpt}>"])
+        self.assertEqual(m.delivered_to, [rcpt])
         self.assertEqual(h.parse_received(m).group("proto"), "UTF8SMTP")
         self.assertEqual(m.content, lf(content))
 
@@ -389,7 +390,9 @@ class SizeLimitTest(ProtocolTestCase):
 
     def test_size_parameter_huge(self):
         c = self.session()
-        self.cmd(c, "MAIL FROM:<a@example.test> SIZE=99999999999999999999999", 552, "5.3.4")
+        # RFC 1870: size-value is 1*20DIGIT, so 20 nines is valid syntax (and beyond uint64).
+        self.cmd(c, "MAIL FROM:<a@example.test> SIZE=99999999999999999999", 552, "5.3.4")
+        self.cmd(c, "MAIL FROM:<a@example.test> SIZE=18446744073709551616", 552, "5.3.4")
 
     def data_of_size(self, n: int) -> bytes:
         head = b"Subject: size\r\n\r\n"
@@ -418,7 +421,7 @@ class SizeLimitTest(ProtocolTestCase):
         msgs = self.server.wait_for_messages(1)
         time.sleep(1.0)
         msgs = self.server.messages()
-        self.assertEqual([m.delivered_to for m in msgs], [["<ok@example.test>"]])
+        self.assertEqual([m.delivered_to for m in msgs], [["ok@example.test"]])
 
     def test_bdat_over_limit_rejected_not_stored(self):
         c = self.session()
@@ -457,7 +460,7 @@ class RecipientLimitTest(ProtocolTestCase):
             time.sleep(0.05)
         time.sleep(0.5)
         got = sorted(a for m in self.server.messages() for a in m.delivered_to)
-        self.assertEqual(got, ["<r0@example.test>", "<r1@example.test>", "<r2@example.test>"])
+        self.assertEqual(got, ["r0@example.test", "r1@example.test", "r2@example.test"])
 
 
 class BdatTest(ProtocolTestCase):
@@ -512,21 +515,27 @@ class BdatTest(ProtocolTestCase):
 
     def test_bdat_pipelined_chunks(self):
         c = self.session()
+        head, body = b"Subject: pipelined\r\n\r\n", b"body\r\n"
         c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
-               b"BDAT 20\r\nSubject: pipelined\r\n\r\nBDAT 6 LAST\r\nbody\r\nNOOP\r\n")
+               + f"BDAT {len(head)}\r\n".encode() + head
+               + f"BDAT {len(body)} LAST\r\n".encode() + body + b"NOOP\r\n")
         rs = c.read_replies(5)
         self.assertEqual([r.code for r in rs], [250, 250, 250, 250, 250], rs)
-        self.assertEqual(rs[2].first, "250 2.0.0 20 octets received")
+        self.assertEqual(rs[2].first, f"250 2.0.0 {len(head)} octets received")
         queue_id(rs[3])
         self.assertEqual(rs[4].first, "250 2.0.0 Ok")
-        self.assertEqual(self.one_message().content, lf(b"Subject: pipelined\r\n\r\nbody\r\n"))
+        self.assertEqual(self.one_message().content, lf(head + body))
 
     def test_bdat_bad_size(self):
         c = self.session()
         self.start_txn(c)
         r = c.command("BDAT abc")
-        self.assertIn(r.code, (501, 500), r)
-        self.cmd(c, "NOOP", 250)
+        self.assertEqual(r.code, 501, r)
+        # The chunk length is unknown, so closing here is as fine as going on.
+        try:
+            self.cmd(c, "NOOP", 250)
+        except h.ConnectionClosed:
+            pass
 
 
 class ErrorLimitTest(ProtocolTestCase):
