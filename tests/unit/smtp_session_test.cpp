@@ -1,5 +1,6 @@
 // The SMTP session state machine (src/smtp/session.hpp), fed bytes and events
 // with a fixed clock and queue IDs.  Every reply is asserted as exact bytes.
+#include "fixed_session_environment.hpp"
 #include "smtp/session.hpp"
 
 #include <gtest/gtest.h>
@@ -17,25 +18,12 @@ namespace {
 using namespace std::string_literals;
 using config::TlsMode;
 
-constexpr std::int64_t kNowUnix = 1709211909;  // Thu, 29 Feb 2024 13:05:09 +0000
+constexpr std::int64_t kNowUnix = test_support::kFixedNowUnix;
 constexpr std::string_view kDate = "Thu, 29 Feb 2024 13:05:09 +0000";
 constexpr std::string_view kHost = "mx.example.test";
 constexpr std::string_view kClientIp = "192.0.2.7";
 
-class FixedEnvironment : public SessionEnvironment {
- public:
-  std::chrono::system_clock::time_point now() override {
-    return std::chrono::system_clock::time_point{std::chrono::seconds{kNowUnix}};
-  }
-  std::string new_queue_id() override {
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "Q%07u", ++issued_);
-    return buf;
-  }
-
- private:
-  unsigned issued_ = 0;
-};
+using test_support::FixedEnvironment;
 
 TlsInfo test_tls() { return TlsInfo{"TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, 256}; }
 

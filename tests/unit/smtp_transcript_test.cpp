@@ -46,6 +46,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fixed_session_environment.hpp"
 #include "smtp/session.hpp"
 
 namespace mxgate::smtp {
@@ -53,20 +54,7 @@ namespace {
 
 const std::filesystem::path kTranscriptDir = std::filesystem::path(MXGATE_TEST_DATA) / "transcripts";
 
-class FixedEnvironment : public SessionEnvironment {
- public:
-  std::chrono::system_clock::time_point now() override {
-    return std::chrono::system_clock::time_point{std::chrono::seconds{1709211909}};
-  }
-  std::string new_queue_id() override {
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "Q%07u", ++issued_);
-    return buf;
-  }
-
- private:
-  unsigned issued_ = 0;
-};
+using test_support::FixedEnvironment;
 
 // Decodes the escapes; false on a malformed escape.
 bool unescape(std::string_view text, std::string& out) {
