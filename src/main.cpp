@@ -16,8 +16,11 @@
 #include <string_view>
 
 #include "config/config.hpp"
-#include "delivery/delivery_runner.hpp"
-#include "delivery/maildir.hpp"
+#include <asio/signal_set.hpp>
+#include <fstream>
+
+#include "delivery/scheduler.hpp"
+#include "queue/queue_admin.hpp"
 #include "queue/spool.hpp"
 #include "server/privileges.hpp"
 #include "server/server.hpp"
@@ -29,6 +32,9 @@ namespace {
 constexpr std::string_view kUsage =
     "usage: mxgate serve --config FILE\n"
     "       mxgate check-config --config FILE\n"
+    "       mxgate queue list [--json] --config FILE\n"
+    "       mxgate queue flush --config FILE\n"
+    "       mxgate queue delete ID --config FILE\n"
     "       mxgate --version\n";
 
 int fail(const std::string& message) {
@@ -84,20 +90,19 @@ int serve(const std::string& path) {
 
   auto spool = mxgate::queue::Spool::open(config.spool);
   if (!spool) return fail("spool error: " + spool.error());
-  auto maildir = mxgate::delivery::Maildir::open(config.delivery.maildir);
-  if (!maildir) return fail("delivery error: " + maildir.error());
+  auto scheduler = mxgate::delivery::Scheduler::create(config, spool.value());
+  if (!scheduler) return fail("delivery error: " + scheduler.error());
 
   asio::io_context io(1);
-  mxgate::delivery::DeliveryRunner runner(spool.value(), maildir.value());
   mxgate::server::Server server(io, config, loaded->tls, spool.value(),
-                                [&runner](const std::string& id) { runner.enqueue(id); });
+                                [&scheduler](const std::string& id) { scheduler.value()->enqueue(id); });
   if (auto bound = server.bind(); !bound) return fail("listen error: " + bound.error());
 
   if (!config.user.empty()) {
     if (::geteuid() == 0) {
-      if (auto r = mxgate::server::give_to_user(
-              config.user, {config.spool, config.delivery.maildir});
-          !r)
+      std::vector<std::filesystem::path> owned{config.spool};
+      if (!config.delivery.maildir.empty()) owned.push_back(config.delivery.maildir);
+      if (auto r = mxgate::server::give_to_user(config.user, owned); !r)
         return fail("privilege error: " + r.error());
       if (auto r = mxgate::server::drop_privileges(config.user); !r) return fail("privilege error: " + r.error());
       mxgate::log_line("server: running as user " + config.user);
@@ -106,13 +111,58 @@ int serve(const std::string& path) {
     }
   }
 
-  runner.start();
+  // "mxgate queue flush" finds us through the pid file and sends SIGUSR1;
+  // the handler is in place before the file exists.
+  asio::signal_set flush_signal(io, mxgate::queue::kFlushSignal);
+  std::function<void()> wait_flush = [&] {
+    flush_signal.async_wait([&](const asio::error_code& ec, int) {
+      if (ec) return;
+      mxgate::log_line("server: queue flush requested");
+      scheduler.value()->flush();
+      wait_flush();
+    });
+  };
+  wait_flush();
+  server.on_shutdown([&] { flush_signal.cancel(); });
+  const auto pid_file = mxgate::queue::pid_file(config.spool);
+  std::ofstream(pid_file) << ::getpid() << "\n";
+
+  scheduler.value()->start();
   server.start();
   mxgate::log_line("server: mxgate " MXGATE_VERSION " started as " + config.hostname);
   io.run();
-  runner.stop();
+  scheduler.value()->stop();
+  std::filesystem::remove(pid_file);
   mxgate::log_line("server: stopped");
   return 0;
+}
+
+// mxgate queue list|flush|delete: works on a running or a stopped gateway.
+int queue_command(const std::vector<std::string_view>& args, const std::string& path) {
+  auto config = mxgate::config::load_file(path);
+  if (!config) return fail("config error: " + config.error());
+  const auto& spool = config->spool;
+  if (args[0] == "list") {
+    const bool json = args.size() == 2 && args[1] == "--json";
+    if (args.size() > 2 || (args.size() == 2 && !json)) return fail(std::string(kUsage));
+    auto text = mxgate::queue::queue_list(spool, json);
+    if (!text) return fail("queue error: " + text.error());
+    std::fputs(text->c_str(), stdout);
+    return 0;
+  }
+  if (args[0] == "flush" && args.size() == 1) {
+    auto text = mxgate::queue::queue_flush(spool);
+    if (!text) return fail("queue error: " + text.error());
+    std::printf("%s\n", text->c_str());
+    return 0;
+  }
+  if (args[0] == "delete" && args.size() == 2) {
+    if (auto r = mxgate::queue::queue_delete(spool, args[1]); !r) return fail("queue error: " + r.error());
+    std::printf("deleted %s\n", std::string(args[1]).c_str());
+    return 0;
+  }
+  std::fputs(kUsage.data(), stderr);
+  return 2;
 }
 
 int check_config(const std::string& path) {
@@ -130,6 +180,10 @@ int main(int argc, char** argv) {
   if (args.size() == 1 && (args[0] == "--version" || args[0] == "version")) {
     std::printf("mxgate %s\n", MXGATE_VERSION);
     return 0;
+  }
+  if (args.size() >= 4 && args[0] == "queue" && args[args.size() - 2] == "--config") {
+    const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);
+    if (!rest.empty()) return queue_command(rest, std::string(args.back()));
   }
   if (args.size() == 3 && args[1] == "--config") {
     const std::string path(args[2]);

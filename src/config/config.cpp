@@ -349,6 +349,211 @@ void read_tls(Reader& r, const toml::table& root, Config& config) {
   }
 }
 
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+// "a.b/len" with a literal address and a prefix length that fits it.
+bool valid_network(std::string_view text) {
+  const auto slash = text.find('/');
+  const std::string host(text.substr(0, slash));
+  unsigned char buffer[sizeof(in6_addr)];
+  const bool v6 = host.find(':') != std::string::npos;
+  if (::inet_pton(v6 ? AF_INET6 : AF_INET, host.c_str(), buffer) != 1) return false;
+  if (slash == std::string_view::npos) return true;
+  const auto len_text = text.substr(slash + 1);
+  unsigned len = 0;
+  const auto [end, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
+  return !len_text.empty() && ec == std::errc() && end == len_text.data() + len_text.size() &&
+         len <= (v6 ? 128u : 32u);
+}
+
+bool strings(Reader& r, const toml::table& table, const std::string& prefix, std::string_view name,
+             std::vector<std::string>& out) {
+  const toml::node* node = r.find(table, prefix, name, Need::optional);
+  if (node == nullptr) return false;
+  const toml::array* array = node->as_array();
+  if (array == nullptr) {
+    r.fail(join(prefix, name), "expected an array of strings");
+    return false;
+  }
+  std::vector<std::string> values;
+  for (std::size_t i = 0; i < array->size(); ++i) {
+    const auto* text = (*array)[i].as_string();
+    if (text == nullptr) {
+      r.fail(indexed(join(prefix, name), i), "expected a string");
+      return false;
+    }
+    values.push_back(text->get());
+  }
+  out = std::move(values);
+  return true;
+}
+
+// next_hop: "mx", "maildir", "smtp:[host]:port", "smtp:host:port", "smtp:host".
+std::optional<std::string> parse_next_hop(std::string_view text, Route& route) {
+  route.next_hop = std::string(text);
+  if (text == "mx") {
+    route.kind = Route::Kind::mx;
+    return std::nullopt;
+  }
+  if (text == "maildir") {
+    route.kind = Route::Kind::maildir;
+    return std::nullopt;
+  }
+  const std::string expected = " (expected \"mx\", \"maildir\", \"smtp:[host]:port\" or \"smtp:host:port\")";
+  if (text.substr(0, 5) != "smtp:") return quote(text) + " is not a next hop" + expected;
+  text.remove_prefix(5);
+  route.kind = Route::Kind::smtp;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) return quote(route.next_hop) + ": missing ]" + expected;
+    route.host = std::string(text.substr(1, close - 1));
+    route.mx_lookup = false;
+    const auto rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return quote(route.next_hop) + ": expected :port after ]" + expected;
+      port = rest.substr(1);
+    }
+  } else {
+    const auto colon = text.rfind(':');
+    route.host = std::string(text.substr(0, colon));
+    if (colon != std::string_view::npos) port = text.substr(colon + 1);
+    route.mx_lookup = true;
+  }
+  if (route.host.empty()) return quote(route.next_hop) + ": no host" + expected;
+  if (route.mx_lookup && !looks_like_domain(route.host)) {
+    return quote(route.host) + " is not a host name (put an IP address in brackets)";
+  }
+  if (!port.empty()) {
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc() || end != port.data() + port.size() || value < 1 || value > 65535) {
+      return "port " + quote(port) + " is not a number from 1 to 65535";
+    }
+    route.port = static_cast<std::uint16_t>(value);
+  }
+  return std::nullopt;
+}
+
+constexpr const char* kTlsLevels = "expected one of none, may, encrypt, dane, dane-only, verify";
+
+void read_routes(Reader& r, const toml::table& root, Config& config) {
+  for (const auto& [key, table] : r.tables(root, "", "route")) {
+    r.check_keys(*table, key, {"domain", "next_hop", "tls"});
+    Route route;
+    std::string domain;
+    if (r.string(*table, key, "domain", domain, Need::required) && domain != "*" &&
+        !looks_like_domain(domain)) {
+      r.fail(key + ".domain", quote(domain) + " is not a domain name or \"*\"");
+    }
+    route.domain = lower(domain);
+    std::string hop;
+    if (r.string(*table, key, "next_hop", hop, Need::required)) {
+      if (auto problem = parse_next_hop(hop, route)) r.fail(key + ".next_hop", *problem);
+    }
+    if (r.string(*table, key, "tls", route.tls) && !is_tls_level(route.tls)) {
+      r.fail(key + ".tls", kTlsLevels);
+    }
+    if (r.failed()) return;
+    config.routes.push_back(std::move(route));
+  }
+}
+
+void read_delivery(Reader& r, const toml::table& root, Delivery& delivery) {
+  const toml::table* table = r.table(root, "", "delivery");
+  if (table == nullptr) return;
+  constexpr auto kNoMax = std::numeric_limits<std::int64_t>::max();
+  r.check_keys(*table, "delivery", {"maildir", "mx_port", "tls", "max_parallel", "destination_concurrency"});
+  r.path(*table, "delivery", "maildir", delivery.maildir);
+  r.integer(*table, "delivery", "mx_port", delivery.mx_port, 1, 65535);
+  if (r.string(*table, "delivery", "tls", delivery.tls) && !is_tls_level(delivery.tls)) {
+    r.fail("delivery.tls", kTlsLevels);
+  }
+  r.integer(*table, "delivery", "max_parallel", delivery.max_parallel, 1, kNoMax);
+  r.integer(*table, "delivery", "destination_concurrency", delivery.destination_concurrency, 1, kNoMax);
+}
+
+void read_queue(Reader& r, const toml::table& root, Queue& queue) {
+  const toml::table* table = r.table(root, "", "queue");
+  if (table == nullptr) return;
+  r.check_keys(*table, "queue", {"retry_initial", "retry_max", "max_lifetime"});
+  constexpr std::int64_t kYear = 366 * 86400;
+  std::int64_t value = 0;
+  if (r.integer(*table, "queue", "retry_initial", value, 1, kYear)) queue.retry_initial = std::chrono::seconds(value);
+  if (r.integer(*table, "queue", "retry_max", value, 1, kYear)) queue.retry_max = std::chrono::seconds(value);
+  if (r.integer(*table, "queue", "max_lifetime", value, 0, kYear)) queue.max_lifetime = std::chrono::seconds(value);
+  if (!r.failed() && queue.retry_max < queue.retry_initial) {
+    r.fail("queue.retry_max", "must not be less than queue.retry_initial");
+  }
+}
+
+void read_dns(Reader& r, const toml::table& root, Dns& dns) {
+  const toml::table* table = r.table(root, "", "dns");
+  if (table == nullptr) return;
+  r.check_keys(*table, "dns", {"trust_anchor_files", "stub_zone", "trust_anchor"});
+  std::vector<std::string> files;
+  if (strings(r, *table, "dns", "trust_anchor_files", files)) {
+    dns.trust_anchor_files.clear();
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      const fs::path file(files[i]);
+      if (auto why = unreadable(file)) {
+        r.fail(indexed("dns.trust_anchor_files", i), "cannot read " + printable(files[i]) + ": " + *why);
+        return;
+      }
+      dns.trust_anchor_files.push_back(file);
+    }
+  }
+  for (const auto& [key, zone_table] : r.tables(*table, "dns", "stub_zone")) {
+    r.check_keys(*zone_table, key, {"name", "addresses"});
+    StubZone zone;
+    if (r.string(*zone_table, key, "name", zone.name, Need::required) && !looks_like_domain(zone.name)) {
+      r.fail(key + ".name", quote(zone.name) + " is not a domain name");
+    }
+    if (!strings(r, *zone_table, key, "addresses", zone.addresses) && !r.failed()) {
+      r.fail(key + ".addresses", "missing required key");
+    }
+    for (std::size_t i = 0; !r.failed() && i < zone.addresses.size(); ++i) {
+      const std::string& address = zone.addresses[i];
+      if (!valid_network(address.substr(0, address.find('@')))) {
+        r.fail(indexed(key + ".addresses", i), quote(address) + " is not an IP address (optionally @port)");
+      }
+    }
+    if (r.failed()) return;
+    dns.stub_zones.push_back(std::move(zone));
+  }
+  for (const auto& [key, anchor_table] : r.tables(*table, "dns", "trust_anchor")) {
+    r.check_keys(*anchor_table, key, {"rr"});
+    std::string rr;
+    if (r.string(*anchor_table, key, "rr", rr, Need::required)) dns.trust_anchors.push_back(rr);
+  }
+}
+
+void read_relay_policy(Reader& r, const toml::table& root, Config& config) {
+  if (strings(r, root, "", "accept_domains", config.accept_domains)) {
+    for (std::size_t i = 0; i < config.accept_domains.size(); ++i) {
+      if (!looks_like_domain(config.accept_domains[i])) {
+        r.fail(indexed("accept_domains", i), quote(config.accept_domains[i]) + " is not a domain name");
+        return;
+      }
+      config.accept_domains[i] = lower(config.accept_domains[i]);
+    }
+  }
+  if (strings(r, root, "", "relay_networks", config.relay_networks)) {
+    for (std::size_t i = 0; i < config.relay_networks.size(); ++i) {
+      if (!valid_network(config.relay_networks[i])) {
+        r.fail(indexed("relay_networks", i),
+               quote(config.relay_networks[i]) + " is not an address or network (e.g. \"192.0.2.0/24\")");
+        return;
+      }
+    }
+  }
+}
+
 void read_limits(Reader& r, const toml::table& root, Limits& limits) {
   const toml::table* table = r.table(root, "", "limits");
   if (table == nullptr) return;
@@ -388,6 +593,19 @@ std::string_view to_string(TlsMode mode) {
   return "unknown";
 }
 
+bool is_tls_level(std::string_view text) {
+  for (const char* level : {"none", "may", "encrypt", "dane", "dane-only", "verify"})
+    if (text == level) return true;
+  return false;
+}
+
+const Route* find_route(const Config& config, std::string_view domain) {
+  const std::string wanted = lower(domain);
+  for (const Route& route : config.routes)
+    if (route.domain == "*" || route.domain == wanted) return &route;
+  return nullptr;
+}
+
 Result<Config> parse(std::string_view toml_text, const fs::path& base_dir) {
   toml::table root;
   try {
@@ -399,7 +617,8 @@ Result<Config> parse(std::string_view toml_text, const fs::path& base_dir) {
 
   Config config;
   Reader r(base_dir);
-  r.check_keys(root, "", {"hostname", "spool", "user", "listener", "tls", "limits", "timeouts", "delivery"});
+  r.check_keys(root, "", {"hostname", "spool", "user", "listener", "tls", "limits", "timeouts", "delivery",
+                          "route", "accept_domains", "relay_networks", "queue", "dns"});
   if (r.string(root, "", "hostname", config.hostname, Need::required) &&
       !looks_like_domain(config.hostname)) {
     r.fail("hostname", quote(config.hostname) + " is not a domain name");
@@ -412,11 +631,18 @@ Result<Config> parse(std::string_view toml_text, const fs::path& base_dir) {
   read_tls(r, root, config);
   read_limits(r, root, config.limits);
   read_timeouts(r, root, config.timeouts);
-  if (const toml::table* delivery = r.table(root, "", "delivery")) {
-    r.check_keys(*delivery, "delivery", {"maildir"});
-    r.path(*delivery, "delivery", "maildir", config.delivery.maildir, Need::required);
-  } else {
-    r.fail("delivery.maildir", "missing required key");
+  read_delivery(r, root, config.delivery);
+  read_routes(r, root, config);
+  read_relay_policy(r, root, config);
+  read_queue(r, root, config.queue);
+  read_dns(r, root, config.dns);
+  if (!r.failed() && config.delivery.maildir.empty()) {
+    for (const Route& route : config.routes) {
+      if (route.kind == Route::Kind::maildir) {
+        r.fail("delivery.maildir", "required because a route has next_hop = \"maildir\"");
+        break;
+      }
+    }
   }
 
   if (r.failed()) return make_error(r.error());

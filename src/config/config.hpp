@@ -67,7 +67,48 @@ struct Timeouts {
 };
 
 struct Delivery {
-  std::filesystem::path maildir;  // every accepted message is delivered here
+  // Where mail goes when no [[route]] matches its recipient domain; empty:
+  // such mail is delivered to the domain's MX hosts.
+  std::filesystem::path maildir;
+  std::uint16_t mx_port = 25;        // port for MX delivery; TLSA names follow it
+  std::string tls = "dane";          // default TLS level for MX delivery
+  std::size_t max_parallel = 100;    // concurrent delivery attempts overall
+  std::size_t destination_concurrency = 20;  // concurrent connections per destination
+};
+
+// Where mail for one recipient domain goes (RFC 5321 section 5.1).
+struct Route {
+  std::string domain;  // lower case; "*" matches every domain
+  enum class Kind {
+    mx,       // MX lookup of the recipient domain
+    smtp,     // next_hop = "smtp:[host]:port" (no MX lookup) or "smtp:host:port" (MX lookup of host)
+    maildir,  // next_hop = "maildir": the local Maildir
+  } kind = Kind::mx;
+  std::string next_hop;  // as written
+  std::string host;      // for smtp: a host name or IP literal (brackets removed)
+  bool mx_lookup = true; // smtp:host:port looks up host's MX; smtp:[host] does not
+  std::uint16_t port = 25;
+  std::string tls;       // none | may | encrypt | dane | dane-only | verify; empty: delivery.tls
+};
+
+// [queue]: retry schedule (Postfix's minimal_backoff_time, maximal_backoff_time,
+// maximal_queue_lifetime).
+struct Queue {
+  std::chrono::seconds retry_initial{300};
+  std::chrono::seconds retry_max{3600};
+  std::chrono::seconds max_lifetime{432000};
+};
+
+struct StubZone {
+  std::string name;                    // "dane.test"
+  std::vector<std::string> addresses;  // "127.0.0.1@5300"
+};
+
+// [dns]: the validating resolver (libunbound).
+struct Dns {
+  std::vector<std::filesystem::path> trust_anchor_files{"/usr/share/dns/root.key"};
+  std::vector<std::string> trust_anchors;  // DS or DNSKEY RRs as text
+  std::vector<StubZone> stub_zones;
 };
 
 struct Config {
@@ -80,7 +121,18 @@ struct Config {
   Limits limits;
   Timeouts timeouts;
   Delivery delivery;
+  std::vector<Route> routes;                // [[route]], first match wins
+  std::vector<std::string> accept_domains;  // domains we receive mail for (lower case)
+  // Clients that may relay to any domain (CIDR); default: loopback only.
+  std::vector<std::string> relay_networks{"127.0.0.0/8", "::1/128"};
+  Queue queue;
+  Dns dns;
 };
+
+// The first route matching domain (case-insensitive), or null.
+const Route* find_route(const Config& config, std::string_view domain);
+// True for the outbound TLS level names.
+bool is_tls_level(std::string_view text);
 
 // Parses TOML text.  Relative paths in it are resolved against base_dir.
 // Errors read "KEY: what is wrong", e.g. "listener[0].tls: expected one of none, may, encrypt, implicit".

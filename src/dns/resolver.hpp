@@ -8,6 +8,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/address.hpp>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -53,19 +54,46 @@ struct StubZone {
 };
 
 struct ResolverOptions {
-  std::vector<std::filesystem::path> trust_anchor_files;  // e.g. /usr/share/dns/root.key
-  std::vector<std::string> trust_anchors;                 // DS or DNSKEY RRs as text
+  // e.g. /usr/share/dns/root.key (Debian package dns-root-data: the root KSK as
+  // DS and DNSKEY, updated by the package, not by RFC 5011 tracking).
+  std::vector<std::filesystem::path> trust_anchor_files;
+  std::vector<std::string> trust_anchors;  // DS or DNSKEY RRs as text, one per string
+  // Only these zones go to the given servers; everything else is full
+  // recursion from the root hints.  A stub zone under a special-use name
+  // (test., invalid., home.arpa., ...) is resolved through the stub, not
+  // answered locally, and loopback stub addresses are allowed.
   std::vector<StubZone> stub_zones;
+  // Each query (A and AAAA of addresses() each) ends with Status::failure
+  // after this long.  Must be positive.
+  std::chrono::milliseconds query_timeout{std::chrono::seconds(30)};
 };
 
+// One libunbound context per Resolver, in threaded async mode; its result
+// pipe is watched by io, so callbacks and coroutine resumptions all happen on
+// the thread running io (run io on one thread only).  Destroying the Resolver
+// cancels every pending query: suspended callers resume with Status::failure
+// ("resolver shut down"); an awaitable obtained from it may still be started
+// later and fails the same way.  Destroy it before io.
+//
+// Mapping of libunbound's answer (RFC 4035 section 4.3):
+//   bogus                    -> status failure, security bogus, reason why_bogus
+//   rcode NXDOMAIN           -> nxdomain   (security secure or insecure)
+//   other rcode, error, timeout, malformed rdata -> failure
+//   NOERROR without data     -> nodata
+//   NOERROR with data        -> ok, records in the order libunbound gave them
 class Resolver {
  public:
   // Creates the libunbound context on io's thread; errors name the option.
+  // The options are applied and checked here (trust anchor files readable,
+  // stub addresses well formed, anchors parsed), not at the first query.
   static Result<std::unique_ptr<Resolver>> create(asio::io_context& io, const ResolverOptions& options);
   virtual ~Resolver() = default;
 
   virtual asio::awaitable<Answer<MxRecord>> mx(std::string domain) = 0;
-  // A and AAAA together; security is the weaker of the two answers.
+  // A and AAAA together (queried concurrently; A's addresses first): ok when
+  // either has addresses, else failure if either failed, else nxdomain if A
+  // says so, else nodata.  Security is the weaker of the two answers, so an
+  // ok answer can still be bogus (one of the two was).  reason says which.
   virtual asio::awaitable<Answer<asio::ip::address>> addresses(std::string host) = 0;
   // TLSA at _<port>._tcp.<host> (RFC 7672 section 2.2.3).
   virtual asio::awaitable<Answer<TlsaRecord>> tlsa(std::uint16_t port, std::string host) = 0;

@@ -20,10 +20,11 @@ Server::Server(asio::io_context& io, const config::Config& config, std::shared_p
       config_(config),
       tls_(std::move(tls)),
       spool_(spool),
+      relay_policy_(smtp::RelayPolicy::from_config(config).value()),
       on_stored_(std::move(on_stored)),
       signals_(io, SIGTERM, SIGINT) {
   for (const auto& listener : config_.listeners)
-    settings_.push_back(smtp::SessionSettings{config_.hostname, listener.tls, config_.limits});
+    settings_.push_back(smtp::SessionSettings{config_.hostname, listener.tls, config_.limits, &relay_policy_});
 }
 
 Server::~Server() { store_pool_.join(); }
@@ -64,6 +65,7 @@ void Server::shutdown() {
   asio::error_code ec;
   for (auto& acceptor : acceptors_) acceptor->close(ec);
   signals_.cancel(ec);
+  if (on_shutdown_) on_shutdown_();
   const auto deadline = std::chrono::steady_clock::now() + config_.timeouts.shutdown;
   for (Connection* connection : connections_) connection->begin_shutdown(deadline);
 }

@@ -33,6 +33,8 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   // Starts accepting and handling SIGTERM/SIGINT; returns at once.
   void start();
   void shutdown();
+  // Called once when shutdown begins, e.g. to cancel other waits on the loop.
+  void on_shutdown(std::function<void()> callback) { on_shutdown_ = std::move(callback); }
 
   // ConnectionHost
   const smtp::SessionSettings& session_settings(const config::Listener& listener) override;
@@ -55,7 +57,9 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   const config::Config& config_;
   std::shared_ptr<asio::ssl::context> tls_;
   const queue::Spool& spool_;
+  smtp::RelayPolicy relay_policy_;  // validated by the config parser
   std::function<void(const std::string&)> on_stored_;
+  std::function<void()> on_shutdown_;
   asio::thread_pool store_pool_{2};  // fsync must not stall the event loop
   asio::signal_set signals_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;

@@ -133,7 +133,10 @@ const Session::CommandSpec* Session::find_command(std::string_view verb) {
 }
 
 Session::Session(SessionSettings settings, SessionEnvironment& environment, std::string client_ip)
-    : settings_(std::move(settings)), environment_(environment), client_ip_(std::move(client_ip)) {}
+    : settings_(std::move(settings)),
+      environment_(environment),
+      client_ip_(std::move(client_ip)),
+      relay_client_(settings_.relay == nullptr || settings_.relay->client_may_relay(client_ip_)) {}
 
 std::string Session::greeting() const {
   std::string out;
@@ -464,6 +467,14 @@ void Session::cmd_rcpt(std::string_view args) {
     // No RCPT extension (DSN's NOTIFY/ORCPT) is advertised.
     reply_error(555, "5.5.4", "Unsupported RCPT parameter");
     return;
+  }
+  if (!relay_client_) {
+    const auto at = path.mailbox.rfind('@');
+    // "<Postmaster>" without a domain is always ours (RFC 5321 section 4.1.1.3).
+    if (at != std::string::npos && !settings_.relay->accepts_domain(std::string_view(path.mailbox).substr(at + 1))) {
+      reply_error(554, "5.7.1", "<" + path.mailbox + ">: Relay access denied");
+      return;
+    }
   }
   if (txn_->recipients.size() >= settings_.limits.max_recipients) {
     reply(452, "4.5.3", "Too many recipients");  // RFC 5321 section 4.5.3.1.10

@@ -22,6 +22,7 @@
 #include "queue/envelope.hpp"
 #include "smtp/message_framing.hpp"
 #include "smtp/received_header.hpp"
+#include "smtp/relay_policy.hpp"
 #include "smtp/reply.hpp"
 
 namespace mxgate::smtp {
@@ -30,6 +31,8 @@ struct SessionSettings {
   std::string hostname;
   config::TlsMode tls_mode = config::TlsMode::none;
   config::Limits limits;
+  // Who may relay where; null accepts every recipient (protocol tests only).
+  const RelayPolicy* relay = nullptr;
 };
 
 // What the session needs from the world, injected so tests are deterministic.
@@ -139,6 +142,7 @@ class Session {
   SessionSettings settings_;
   SessionEnvironment& environment_;
   std::string client_ip_;
+  bool relay_client_ = true;  // inside relay_networks: any recipient domain
 
   std::string in_;
   std::size_t pos_ = 0;

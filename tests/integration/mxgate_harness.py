@@ -674,9 +674,11 @@ class MxgateServer:
             time.sleep(0.05)
 
     def spool_files(self) -> list[Path]:
+        """Every file that holds (part of) a message or its delivery state; not
+        the running gateway's pid file."""
         if not self.spool.is_dir():
             return []
-        return sorted(p for p in self.spool.rglob("*") if p.is_file())
+        return sorted(p for p in self.spool.rglob("*") if p.is_file() and p.name != "mxgate.pid")
 
     def wait_spool_empty(self, timeout: float = DELIVERY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

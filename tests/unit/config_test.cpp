@@ -295,10 +295,11 @@ TEST(ConfigTest, MissingRequiredKeysAreNamed) {
             "listener: at least one [[listener]] table is required");
   EXPECT_EQ(error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\nlistener = []\n" + delivery),
             "listener: at least one [[listener]] table is required");
-  EXPECT_EQ(error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n" + listener),
-            "delivery.maildir: missing required key");
-  EXPECT_EQ(error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n" + listener + "[delivery]\n"),
-            "delivery.maildir: missing required key");
+  // Without a Maildir, mail no route claims goes to its MX hosts; a
+  // maildir route needs one.
+  EXPECT_EQ(error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n" + listener +
+                     "[[route]]\ndomain = \"*\"\nnext_hop = \"maildir\"\n"),
+            "delivery.maildir: required because a route has next_hop = \"maildir\"");
   EXPECT_EQ(
       error_of("hostname = \"mx.example.test\"\nspool = \"/s\"\n[[listener]]\ntls = \"none\"\n" + delivery),
       "listener[0].address: missing required key");

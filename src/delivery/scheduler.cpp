@@ -1,0 +1,424 @@
+#include "delivery/scheduler.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/post.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/use_awaitable.hpp>
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+
+#include "delivery/bounce.hpp"
+#include "delivery/destination.hpp"
+#include "util/log.hpp"
+
+// Disk work (spool reads, Maildir fsyncs, state rewrites) runs inline on the
+// scheduler's own thread: it delays other outbound sessions by an fsync,
+// never the SMTP server, whose loop is a different thread.
+
+namespace mxgate::delivery {
+namespace {
+
+std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+std::string domain_of(const std::string& mailbox) {
+  const auto at = mailbox.rfind('@');
+  return at == std::string::npos ? std::string() : lower(std::string_view(mailbox).substr(at + 1));
+}
+
+int reply_code(std::string_view reply) {
+  if (reply.size() < 3) return 0;
+  int code = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (reply[i] < '0' || reply[i] > '9') return 0;
+    code = code * 10 + (reply[i] - '0');
+  }
+  return code;
+}
+
+}  // namespace
+
+struct Scheduler::Group {
+  enum class Kind { maildir, network } kind = Kind::network;
+  const config::Route* route = nullptr;  // null: MX delivery
+  std::string domain;                    // the recipients' domain
+  std::vector<std::size_t> recipients;   // indexes into the delivery state
+};
+
+struct Scheduler::Attempt {
+  queue::SpooledMessage message;
+  queue::DeliveryState state;
+  std::vector<std::size_t> failed_now;            // recipients that failed in this attempt: bounce them
+  std::map<std::size_t, std::string> remote_mta;  // who refused them
+};
+
+Result<std::unique_ptr<Scheduler>> Scheduler::create(const config::Config& config, queue::Spool spool) {
+  std::unique_ptr<Scheduler> scheduler(new Scheduler(config, std::move(spool)));
+  if (!config.delivery.maildir.empty()) {
+    auto maildir = Maildir::open(config.delivery.maildir);
+    if (!maildir) return make_error("delivery.maildir: " + maildir.error());
+    scheduler->maildir_.emplace(std::move(maildir.value()));
+  }
+  dns::ResolverOptions options;
+  for (const auto& file : config.dns.trust_anchor_files) {
+    std::error_code ec;
+    if (std::filesystem::exists(file, ec)) {
+      options.trust_anchor_files.push_back(file);
+    } else {
+      // Only the built-in default can be missing (configured files are
+      // checked by the parser): without it no zone validates, so DANE
+      // levels fall back as for insecure zones.
+      log_line("dns: trust anchor " + file.string() + " missing (install dns-root-data); DNSSEC is off");
+    }
+  }
+  options.trust_anchors = config.dns.trust_anchors;
+  for (const auto& zone : config.dns.stub_zones) options.stub_zones.push_back({zone.name, zone.addresses});
+  auto resolver = dns::Resolver::create(*scheduler->io_, options);
+  if (!resolver) return make_error("dns: " + resolver.error());
+  scheduler->resolver_ = std::move(resolver.value());
+  return scheduler;
+}
+
+Scheduler::Scheduler(const config::Config& config, queue::Spool spool)
+    : config_(config),
+      spool_(std::move(spool)),
+      io_(std::make_unique<asio::io_context>(1)),
+      rng_(std::random_device{}()) {
+  retry_.initial = config.queue.retry_initial;
+  retry_.max_interval = config.queue.retry_max;
+  retry_.max_lifetime = config.queue.max_lifetime;
+  client_.helo_name = config.hostname;
+}
+
+Scheduler::~Scheduler() {
+  stop();
+  // Coroutine frames still suspended are destroyed with the io_context,
+  // while the resolver and spool they refer to are still alive.
+  io_.reset();
+}
+
+void Scheduler::start() {
+  if (thread_.joinable()) return;
+  if (auto pruned = queue::prune_states(spool_.directory()); !pruned)
+    log_line("delivery: cannot prune delivery states: " + pruned.error());
+  // A restart is often the operator's fix for whatever deferred the mail,
+  // so everything spooled is tried once now, whatever its retry time.
+  for (auto& id : spool_.list()) enqueue(std::move(id));
+  thread_ = std::thread([this] {
+    auto guard = asio::make_work_guard(*io_);
+    io_->run();
+  });
+}
+
+void Scheduler::enqueue(std::string id) {
+  asio::post(*io_, [this, id = std::move(id)]() mutable {
+    if (stopping_ || !active_.insert(id).second) return;
+    asio::co_spawn(*io_, run_message(std::move(id)), asio::detached);
+  });
+}
+
+void Scheduler::flush() {
+  asio::post(*io_, [this] {
+    for (auto& [id, timer] : sleeping_) timer->cancel();
+    for (auto& id : spool_.list()) {
+      if (active_.insert(id).second) asio::co_spawn(*io_, run_message(id), asio::detached);
+    }
+  });
+}
+
+void Scheduler::stop() {
+  if (!thread_.joinable()) return;
+  asio::post(*io_, [this] { stopping_ = true; });
+  io_->stop();
+  thread_.join();
+}
+
+asio::awaitable<void> Scheduler::acquire_slot() {
+  if (running_ < config_.delivery.max_parallel) {
+    ++running_;
+    co_return;
+  }
+  auto waiter = std::make_shared<asio::steady_timer>(*io_, asio::steady_timer::time_point::max());
+  slot_waiters_.push_back(waiter);
+  asio::error_code ec;
+  co_await waiter->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  // Woken by release_slot(), which handed its slot over.
+}
+
+void Scheduler::release_slot() {
+  if (!slot_waiters_.empty()) {
+    slot_waiters_.front()->cancel();
+    slot_waiters_.pop_front();
+    return;
+  }
+  --running_;
+}
+
+asio::awaitable<void> Scheduler::run_message(std::string id) {
+  asio::steady_timer timer(*io_);
+  bool first = true;  // enqueued: new, flushed, or found at start; due now
+  for (;;) {
+    std::int64_t due = 0;
+    if (!first) {
+      if (auto state = queue::read_state(spool_.directory(), id); state && state.value())
+        due = state.value()->next_attempt_unix;
+    }
+    first = false;
+    const std::int64_t wait = due - unix_now();
+    if (wait > 0) {
+      timer.expires_after(std::chrono::seconds(wait));
+      sleeping_[id] = &timer;
+      asio::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      sleeping_.erase(id);
+      if (stopping_) break;
+    }
+    co_await acquire_slot();
+    const bool finished = co_await attempt(id);
+    release_slot();
+    if (finished || stopping_) break;
+  }
+  active_.erase(id);
+}
+
+asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
+  auto loaded = spool_.load(id);
+  if (!loaded) {
+    // Deleted by "mxgate queue delete", or unreadable: nothing to deliver.
+    log_line("delivery: " + id + ": skipped: " + loaded.error());
+    co_return true;
+  }
+  Attempt attempt{std::move(loaded.value()), {}, {}, {}};
+  auto state = queue::load_state(spool_.directory(), attempt.message.envelope);
+  if (!state) {
+    log_line("delivery: " + id + ": state unreadable, starting over: " + state.error());
+    attempt.state = queue::fresh_state(attempt.message.envelope);
+  } else {
+    attempt.state = std::move(state.value());
+  }
+  if (attempt.state.first_attempt_unix == 0) attempt.state.first_attempt_unix = unix_now();
+
+  // Group pending recipients by where they go; first matching route wins.
+  std::vector<Group> groups;
+  for (std::size_t i = 0; i < attempt.state.recipients.size(); ++i) {
+    const auto& rcpt = attempt.state.recipients[i];
+    if (rcpt.status != queue::RecipientState::Status::pending) continue;
+    Group group;
+    group.domain = domain_of(rcpt.recipient);
+    group.route = config::find_route(config_, group.domain);
+    // Mail with no route goes to the Maildir when there is one, as does
+    // "<Postmaster>" without a domain.
+    const bool to_maildir = group.route ? group.route->kind == config::Route::Kind::maildir
+                                        : (maildir_.has_value() || group.domain.empty());
+    group.kind = to_maildir ? Group::Kind::maildir : Group::Kind::network;
+    auto same = std::find_if(groups.begin(), groups.end(), [&](const Group& g) {
+      return g.kind == group.kind && g.route == group.route &&
+             (group.kind == Group::Kind::maildir || group.route != nullptr || g.domain == group.domain);
+    });
+    if (same == groups.end()) {
+      group.recipients.push_back(i);
+      groups.push_back(std::move(group));
+    } else {
+      same->recipients.push_back(i);
+    }
+  }
+  for (const Group& group : groups) {
+    if (group.kind == Group::Kind::maildir) {
+      deliver_to_maildir(attempt, group);
+    } else {
+      co_await deliver_over_network(attempt, group);
+    }
+  }
+  co_return finish(attempt);
+}
+
+void Scheduler::deliver_to_maildir(Attempt& attempt, const Group& group) {
+  auto& state = attempt.state;
+  if (!maildir_) {
+    for (const std::size_t i : group.recipients) {
+      state.recipients[i].last_reply = "451 4.3.5 no Maildir configured for local delivery";
+    }
+    return;
+  }
+  queue::SpooledMessage copy{attempt.message.envelope, {}};
+  copy.envelope.recipients.clear();
+  for (const std::size_t i : group.recipients) copy.envelope.recipients.push_back(state.recipients[i].recipient);
+  // The content is shared by reference semantics of deliver(): avoid a copy
+  // when every recipient goes here (the common case).
+  const bool all = copy.envelope.recipients.size() == attempt.message.envelope.recipients.size();
+  if (!all) copy.content = attempt.message.content;
+  const auto result = maildir_->deliver(all ? attempt.message : copy);
+  for (const std::size_t i : group.recipients) {
+    auto& rcpt = state.recipients[i];
+    if (result) {
+      rcpt.status = queue::RecipientState::Status::delivered;
+      rcpt.last_reply = "250 2.0.0 delivered to maildir as " + result.value();
+    } else {
+      rcpt.last_reply = "451 4.3.0 maildir: " + result.error();
+    }
+  }
+  log_line("delivery: " + state.id + ": to=maildir nrcpt=" + std::to_string(group.recipients.size()) +
+           (result ? " status=sent (" + result.value() + ")" : " status=deferred (" + result.error() + ")"));
+}
+
+asio::awaitable<void> Scheduler::deliver_over_network(Attempt& attempt, const Group& group) {
+  auto& state = attempt.state;
+  const std::string level_name =
+      group.route != nullptr && !group.route->tls.empty() ? group.route->tls : config_.delivery.tls;
+  TlsLevel level = TlsLevel::may;
+  parse_tls_level(level_name, level);
+  const std::string where = group.route != nullptr && group.route->kind == config::Route::Kind::smtp
+                                ? group.route->next_hop
+                                : group.domain;
+  std::vector<std::size_t> remaining = group.recipients;
+
+  std::set<std::size_t> answered;  // got a reply from some server in this attempt
+
+  Destination destination =
+      co_await resolve_destination(*resolver_, group.route, group.domain, config_.delivery.mx_port, rng_);
+  if (destination.outcome != Destination::Outcome::ok) {
+    const bool bounce = destination.outcome == Destination::Outcome::bounce;
+    const std::string reply = (bounce ? "550 " : "451 ") + destination.reason;
+    for (const std::size_t i : remaining) {
+      state.recipients[i].last_reply = reply;
+      if (bounce) {
+        state.recipients[i].status = queue::RecipientState::Status::failed;
+        attempt.failed_now.push_back(i);
+      }
+    }
+    log_line("delivery: " + state.id + ": to=" + where + " tls=" + level_name +
+             (bounce ? " status=bounced (" : " status=deferred (") + destination.reason + ")");
+    co_return;
+  }
+
+  std::string last_error = "no MX host could be reached";
+  for (const Candidate& candidate : destination.candidates) {
+    if (remaining.empty()) break;
+    if (candidate.addresses.empty()) {
+      last_error = candidate.error;
+      log_line("delivery: " + state.id + ": to=" + where + " relay=" + candidate.host + " tls=" + level_name +
+               " status=deferred (" + candidate.error + ")");
+      continue;
+    }
+    std::optional<dns::Answer<dns::TlsaRecord>> tlsa;
+    if ((level == TlsLevel::dane || level == TlsLevel::dane_only) && candidate.security == dns::Security::secure) {
+      tlsa = co_await resolver_->tlsa(candidate.port, candidate.host);
+    }
+    const TlsDecision decision = decide_tls(level, candidate.security, candidate.host, tlsa ? &*tlsa : nullptr);
+    if (decision.defer) {
+      last_error = decision.reason + " for " + candidate.host;
+      log_line("delivery: " + state.id + ": to=" + where + " relay=" + candidate.host + " tls=" + level_name +
+               " status=deferred (" + decision.reason + ")");
+      continue;
+    }
+    for (const auto& address : candidate.addresses) {
+      if (remaining.empty()) break;
+      std::vector<std::string> recipients;
+      for (const std::size_t i : remaining) recipients.push_back(state.recipients[i].recipient);
+      const asio::ip::tcp::endpoint endpoint(address, candidate.port);
+      const AttemptResult result = co_await deliver_over_smtp(endpoint, client_, decision.requirement,
+                                                              attempt.message.envelope, attempt.message.content,
+                                                              recipients);
+      std::string relay = candidate.host + "[" + address.to_string() + "]:" + std::to_string(candidate.port);
+      std::string prefix = "delivery: " + state.id + ": to=" + where + " relay=" + relay + " tls=" + level_name +
+                           " " + (result.tls_summary.empty() ? std::string("cleartext") : result.tls_summary);
+      if (!result.error.empty()) last_error = result.error + " (" + relay + ")";
+      if (result.connection_failed && result.recipients.empty()) {
+        log_line(prefix + " status=deferred (" + result.error + ")");
+        continue;
+      }
+      std::vector<std::size_t> still;
+      for (const std::size_t i : remaining) {
+        auto& rcpt = state.recipients[i];
+        const auto it = std::find_if(result.recipients.begin(), result.recipients.end(),
+                                     [&](const RecipientResult& r) { return r.recipient == rcpt.recipient; });
+        if (it == result.recipients.end()) {
+          still.push_back(i);
+          continue;
+        }
+        const int code = it->code != 0 ? it->code : reply_code(it->reply);
+        rcpt.last_reply = it->reply;
+        answered.insert(i);
+        if (code >= 200 && code < 300) {
+          rcpt.status = queue::RecipientState::Status::delivered;
+          log_line(prefix + " rcpt=<" + rcpt.recipient + "> status=sent (" + it->reply + ")");
+        } else if (code >= 500) {
+          rcpt.status = queue::RecipientState::Status::failed;
+          attempt.failed_now.push_back(i);
+          attempt.remote_mta[i] = candidate.host;
+          log_line(prefix + " rcpt=<" + rcpt.recipient + "> status=bounced (" + it->reply + ")");
+        } else {
+          still.push_back(i);
+          log_line(prefix + " rcpt=<" + rcpt.recipient + "> status=deferred (" + it->reply + ")");
+        }
+      }
+      remaining = std::move(still);
+    }
+  }
+  // Recipients no server answered in this attempt: say why.
+  for (const std::size_t i : remaining)
+    if (!answered.count(i)) state.recipients[i].last_reply = "451 4.4.1 " + last_error;
+}
+
+bool Scheduler::finish(Attempt& attempt) {
+  auto& state = attempt.state;
+  const auto& envelope = attempt.message.envelope;
+  const std::int64_t now = unix_now();
+  ++state.attempts;
+  const bool pending = !queue::finished(state);
+  if (pending && queue::expired(retry_, envelope.received_unix, now)) {
+    for (std::size_t i = 0; i < state.recipients.size(); ++i) {
+      auto& rcpt = state.recipients[i];
+      if (rcpt.status != queue::RecipientState::Status::pending) continue;
+      rcpt.status = queue::RecipientState::Status::failed;
+      rcpt.last_reply = "550 5.4.7 message expired in the queue; last error: " + rcpt.last_reply;
+      attempt.failed_now.push_back(i);
+    }
+    log_line("delivery: " + state.id + ": expired after " + std::to_string(state.attempts) + " attempts");
+  }
+
+  if (!attempt.failed_now.empty() && should_bounce(envelope)) {
+    std::vector<FailedRecipient> failed;
+    for (const std::size_t i : attempt.failed_now) {
+      failed.push_back({state.recipients[i].recipient, state.recipients[i].last_reply,
+                        attempt.remote_mta.count(i) ? attempt.remote_mta[i] : std::string()});
+    }
+    const Bounce bounce = make_bounce(envelope, attempt.message.content, failed, config_.hostname,
+                                      std::chrono::system_clock::now());
+    const queue::Envelope bounce_env =
+        bounce_envelope(envelope, bounce, queue::new_queue_id(), config_.hostname, now);
+    if (auto stored = spool_.store(bounce_env, bounce.content); !stored) {
+      // Keep the failures pending so the bounce is not lost: retried later.
+      log_line("delivery: " + state.id + ": cannot spool bounce: " + stored.error());
+      for (const std::size_t i : attempt.failed_now)
+        state.recipients[i].status = queue::RecipientState::Status::pending;
+    } else {
+      log_line("delivery: " + state.id + ": sender non-delivery notification: " + bounce_env.id);
+      enqueue(bounce_env.id);
+    }
+  } else if (!attempt.failed_now.empty()) {
+    log_line("delivery: " + state.id + ": failed recipients of a null-sender message: no bounce");
+  }
+
+  if (queue::finished(state)) {
+    if (auto removed = spool_.remove(state.id); !removed) log_line("delivery: " + state.id + ": " + removed.error());
+    if (auto removed = queue::remove_state(spool_.directory(), state.id); !removed)
+      log_line("delivery: " + state.id + ": " + removed.error());
+    log_line("delivery: " + state.id + ": removed");
+    return true;
+  }
+  state.next_attempt_unix = queue::next_attempt(retry_, state.attempts, now);
+  if (auto saved = queue::save_state(spool_.directory(), state); !saved)
+    log_line("delivery: " + state.id + ": cannot save state: " + saved.error());
+  return false;
+}
+
+}  // namespace mxgate::delivery

@@ -1,0 +1,80 @@
+// The delivery scheduler: one thread with its own event loop that takes
+// every spooled message to its destinations (RFC 5321 sections 4.5.4 and
+// 6.1): the local Maildir, a configured relay, or the recipient domain's MX
+// hosts with the TLS level each destination deserves.  Per recipient it
+// records delivered / failed / pending in the message's delivery state;
+// temporary failures are retried on the RetryPolicy schedule until the
+// message's lifetime ends; permanent failures bounce at once with an RFC
+// 3464 DSN to the sender (never to the null sender).  A message leaves the
+// spool only when every recipient has a final result.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "config/config.hpp"
+#include "delivery/maildir.hpp"
+#include "delivery/smtp_client.hpp"
+#include "dns/resolver.hpp"
+#include "queue/delivery_state.hpp"
+#include "queue/retry_policy.hpp"
+#include "queue/spool.hpp"
+#include "util/result.hpp"
+
+namespace mxgate::delivery {
+
+class Scheduler {
+ public:
+  // Validates what delivery needs (Maildir, DNS trust anchors) before start.
+  static Result<std::unique_ptr<Scheduler>> create(const config::Config& config, queue::Spool spool);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Starts the thread; every message already in the spool is scheduled.
+  void start();
+  // Thread-safe: a message was just spooled.
+  void enqueue(std::string id);
+  // Thread-safe: every deferred message is tried now (mxgate queue flush).
+  void flush();
+  // Stops at once; undelivered messages stay spooled with their state.
+  void stop();
+
+ private:
+  Scheduler(const config::Config& config, queue::Spool spool);
+
+  struct Group;
+  struct Attempt;
+  asio::awaitable<void> run_message(std::string id);
+  asio::awaitable<bool> attempt(const std::string& id);
+  void deliver_to_maildir(Attempt& attempt, const Group& group);
+  asio::awaitable<void> deliver_over_network(Attempt& attempt, const Group& group);
+  bool finish(Attempt& attempt);
+  asio::awaitable<void> acquire_slot();
+  void release_slot();
+
+  const config::Config& config_;
+  queue::Spool spool_;
+  std::optional<Maildir> maildir_;
+  queue::RetryPolicy retry_;
+  ClientSettings client_;
+  std::unique_ptr<asio::io_context> io_;
+  std::unique_ptr<dns::Resolver> resolver_;
+  std::mt19937 rng_;
+  std::set<std::string> active_;                     // messages with a running coroutine
+  std::map<std::string, asio::steady_timer*> sleeping_;  // waiting for their next attempt
+  std::size_t running_ = 0;
+  std::deque<std::shared_ptr<asio::steady_timer>> slot_waiters_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace mxgate::delivery

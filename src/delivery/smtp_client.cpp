@@ -1,0 +1,467 @@
+// The SMTP client's coroutine shell: sockets, deadlines and OpenSSL around
+// the pure SmtpClientSession (src/delivery/smtp_client_session.hpp), in the
+// shape of src/server/connection.cpp.  It connects, reads replies into the
+// ReplyParser, feeds them to the session, writes what the session says, and
+// performs STARTTLS with the TLS requirement's policy:
+//   opportunistic  no verification; a failed handshake is retried once on a
+//                  new connection in cleartext (Postfix "may")
+//   encrypt        no verification
+//   verify         SSL_set1_host + SSL_VERIFY_PEER, system trust store
+//   dane           SSL_dane_enable + SSL_dane_tlsa_add per usable record,
+//                  DANE_FLAG_NO_DANE_EE_NAMECHECKS (RFC 7672 3.1.1),
+//                  SSL_VERIFY_PEER; no PKIX trust store is loaded, so only
+//                  TLSA records can authenticate the peer
+// Every wait has a deadline (RFC 5321 4.5.3.2 via ClientSettings): a
+// watchdog coroutine cancels the socket when the deadline passes.
+#include "delivery/smtp_client.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/ssl/stream.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "delivery/smtp_client_session.hpp"
+#include "delivery/smtp_reply_parser.hpp"
+#include "tls/server_context.hpp"
+#include "util/log.hpp"
+
+namespace mxgate::delivery {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Mode = TlsRequirement::Mode;
+
+// Replies are small; a long EHLO reply or a pipelined group fits easily.
+constexpr std::size_t kReadBufferSize = 16 * 1024;
+// Content is written in pieces of this size, each with data_block_timeout.
+constexpr std::size_t kContentWriteSize = 64 * 1024;
+// The results are final before QUIT; its reply is not worth a long wait.
+constexpr std::chrono::seconds kQuitTimeout{10};
+
+// ---------------------------------------------------------------------------
+// TLS contexts: one per kind, made on first use and kept (SSL_CTX is
+// thread-safe for creating SSL objects).
+
+enum class ContextKind { unauthenticated, pkix, dane };
+
+ContextKind context_kind(Mode mode) {
+  if (mode == Mode::verify) return ContextKind::pkix;
+  if (mode == Mode::dane) return ContextKind::dane;
+  return ContextKind::unauthenticated;
+}
+
+Result<std::shared_ptr<asio::ssl::context>> make_client_context(ContextKind kind) {
+  ERR_clear_error();
+  std::shared_ptr<asio::ssl::context> context;
+  try {
+    context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  } catch (const std::exception& e) {
+    return make_error(std::string("SSL_CTX_new: ") + e.what());
+  }
+  SSL_CTX* ctx = context->native_handle();
+  if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+    return make_error("TLS 1.2 minimum: " + tls::last_error_text());
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  switch (kind) {
+    case ContextKind::unauthenticated:
+      break;
+    case ContextKind::pkix:
+      if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+        return make_error("system trust store: " + tls::last_error_text());
+      break;
+    case ContextKind::dane:
+      if (SSL_CTX_dane_enable(ctx) <= 0) return make_error("SSL_CTX_dane_enable: " + tls::last_error_text());
+      break;
+  }
+  return context;
+}
+
+Result<std::shared_ptr<asio::ssl::context>> client_context(ContextKind kind) {
+  static std::mutex mutex;
+  static std::map<ContextKind, std::shared_ptr<asio::ssl::context>> contexts;
+  std::lock_guard lock(mutex);
+  if (auto it = contexts.find(kind); it != contexts.end()) return it->second;
+  auto made = make_client_context(kind);
+  if (made) contexts.emplace(kind, *made);
+  return made;
+}
+
+bool is_ip_literal(const std::string& host) {
+  asio::error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+SmtpClientSession::TlsUse tls_use(Mode mode) {
+  switch (mode) {
+    case Mode::cleartext:
+      return SmtpClientSession::TlsUse::none;
+    case Mode::opportunistic:
+      return SmtpClientSession::TlsUse::opportunistic;
+    case Mode::encrypt:
+    case Mode::verify:
+    case Mode::dane:
+      break;
+  }
+  return SmtpClientSession::TlsUse::required;
+}
+
+struct Outcome {
+  AttemptResult result;
+  bool handshake_failed = false;  // the TLS handshake itself failed (not a policy refusal before it)
+};
+
+// ---------------------------------------------------------------------------
+// One connection attempt.
+
+// The peer as local replies name it: the MX host, or the address for a bare IP.
+std::string server_name(const asio::ip::tcp::endpoint& server, const TlsRequirement& tls) {
+  return tls.host.empty() ? server.address().to_string() : tls.host;
+}
+
+std::string endpoint_text(const asio::ip::tcp::endpoint& server) {
+  const std::string address = server.address().to_string();
+  const std::string port = std::to_string(server.port());
+  return server.address().is_v6() ? "[" + address + "]:" + port : address + ":" + port;
+}
+
+class Attempt : public std::enable_shared_from_this<Attempt> {
+ public:
+  Attempt(const asio::any_io_executor& executor, const asio::ip::tcp::endpoint& server,
+          const ClientSettings& settings, const TlsRequirement& tls, const queue::Envelope& envelope,
+          const std::string& content, const std::vector<std::string>& recipients)
+      : settings_(settings),
+        tls_requirement_(tls),
+        server_(server),
+        socket_(executor),
+        timer_(executor),
+        peer_(endpoint_text(server)),
+        session_(SmtpClientSession::Settings{settings.helo_name, server_name(server, tls), tls_use(tls.mode)},
+                 SmtpClientSession::Transaction{envelope.sender, recipients, envelope.smtputf8,
+                                                envelope.body_8bitmime, content.size()},
+                 content),
+        read_buffer_(new char[kReadBufferSize]) {}
+
+  asio::awaitable<Outcome> run();
+
+ private:
+  asio::awaitable<void> watchdog();
+  void arm(Clock::duration timeout);
+  asio::ip::tcp::socket& lowest() { return tls_ ? tls_->next_layer() : socket_; }
+  asio::awaitable<bool> write_all(std::string_view bytes);
+  asio::awaitable<bool> write_step(const SmtpClientSession::Step& step);
+  asio::awaitable<std::optional<ServerReply>> read_reply(Clock::duration timeout);
+  asio::awaitable<bool> handshake();
+  Clock::duration timeout_for(SmtpClientSession::Wait wait) const;
+  std::string io_error(const asio::error_code& ec) const;
+  void finish();
+
+  const ClientSettings& settings_;
+  const TlsRequirement& tls_requirement_;
+  asio::ip::tcp::endpoint server_;
+  asio::ip::tcp::socket socket_;                     // moved into tls_ at the handshake
+  std::shared_ptr<asio::ssl::context> tls_context_;  // outlives tls_
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
+  asio::steady_timer timer_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  Clock::time_point armed_ = Clock::time_point::max();
+  bool expired_ = false;
+  bool done_ = false;
+  std::string peer_;  // "ip:port" for logs and errors
+  SmtpClientSession session_;
+  ReplyParser parser_;
+  std::unique_ptr<char[]> read_buffer_;
+  std::string io_failure_;  // why the last read or write failed
+  std::string tls_summary_ = "cleartext";
+  bool handshake_failed_ = false;
+};
+
+void Attempt::arm(Clock::duration timeout) {
+  deadline_ = Clock::now() + timeout;
+  if (deadline_ < armed_) timer_.cancel();
+}
+
+asio::awaitable<void> Attempt::watchdog() {
+  auto self = shared_from_this();
+  while (!done_) {
+    armed_ = deadline_;
+    timer_.expires_at(armed_);
+    asio::error_code ec;
+    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (done_) break;
+    if (Clock::now() >= deadline_) {
+      expired_ = true;
+      deadline_ = Clock::time_point::max();
+      lowest().cancel(ec);
+    }
+  }
+}
+
+std::string Attempt::io_error(const asio::error_code& ec) const {
+  if (expired_) return "timeout";
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) return "connection closed";
+  return ec.message();
+}
+
+Clock::duration Attempt::timeout_for(SmtpClientSession::Wait wait) const {
+  switch (wait) {
+    case SmtpClientSession::Wait::greeting:
+      return settings_.greeting_timeout;
+    case SmtpClientSession::Wait::command:
+      return settings_.command_timeout;
+    case SmtpClientSession::Wait::data_init:
+      return settings_.data_init_timeout;
+    case SmtpClientSession::Wait::data_end:
+      return settings_.data_end_timeout;
+    case SmtpClientSession::Wait::quit:
+      return std::min<Clock::duration>(settings_.command_timeout, kQuitTimeout);
+  }
+  return settings_.command_timeout;
+}
+
+asio::awaitable<bool> Attempt::write_all(std::string_view bytes) {
+  asio::error_code ec;
+  if (tls_) {
+    co_await asio::async_write(*tls_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await asio::async_write(socket_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (ec) io_failure_ = "write failed: " + io_error(ec);
+  co_return !ec;
+}
+
+asio::awaitable<bool> Attempt::write_step(const SmtpClientSession::Step& step) {
+  if (!step.content) {
+    arm(settings_.command_timeout);
+    const bool ok = co_await write_all(step.output);
+    co_return ok;
+  }
+  const std::string_view all = step.output;
+  for (std::size_t offset = 0; offset < all.size(); offset += kContentWriteSize) {
+    arm(settings_.data_block_timeout);  // RFC 5321 4.5.3.2.5: 3 minutes per block
+    const std::string_view piece = all.substr(offset, kContentWriteSize);
+    if (!co_await write_all(piece)) co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<std::optional<ServerReply>> Attempt::read_reply(Clock::duration timeout) {
+  arm(timeout);
+  while (!parser_.has_reply()) {
+    if (parser_.failed()) {
+      io_failure_ = "bad reply from server (" + std::string(to_string(parser_.error())) + ")";
+      co_return std::nullopt;
+    }
+    asio::error_code ec;
+    std::size_t n = 0;
+    const auto buffer = asio::buffer(read_buffer_.get(), kReadBufferSize);
+    if (tls_) {
+      n = co_await tls_->async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      n = co_await socket_.async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (ec) {
+      io_failure_ = io_error(ec);
+      co_return std::nullopt;
+    }
+    parser_.feed(std::string_view(read_buffer_.get(), n));
+  }
+  co_return parser_.take();
+}
+
+asio::awaitable<bool> Attempt::handshake() {
+  // RFC 3207 / response injection: nothing the server sent in cleartext
+  // after its 220 may be read as a reply once TLS is up.  The parser holds
+  // every byte read so far (the read buffer is always fed whole), so
+  // dropping its buffer leaves the TLS stream a clean socket.
+  if (const std::size_t dropped = parser_.discard(); dropped > 0)
+    log_line("smtp client: server=" + peer_ + ": discarded " + std::to_string(dropped) +
+             " bytes sent after the STARTTLS 220 (response injection)");
+
+  auto context = client_context(context_kind(tls_requirement_.mode));
+  if (!context) {
+    session_.tls_failed("TLS setup failed: " + context.error());
+    co_return false;
+  }
+  tls_context_ = *context;
+  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(socket_), *tls_context_);
+  SSL* ssl = tls_->native_handle();
+  const std::string& host = tls_requirement_.host;
+  if (!host.empty() && !is_ip_literal(host)) SSL_set_tlsext_host_name(ssl, host.c_str());
+
+  switch (tls_requirement_.mode) {
+    case Mode::verify:
+      SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      if (host.empty() || SSL_set1_host(ssl, host.c_str()) != 1) {
+        session_.tls_failed("TLS setup failed: no host name to verify");
+        co_return false;
+      }
+      SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+      break;
+    case Mode::dane: {
+      if (host.empty() || SSL_dane_enable(ssl, host.c_str()) <= 0) {
+        session_.tls_failed("TLS setup failed: SSL_dane_enable: " + tls::last_error_text());
+        co_return false;
+      }
+      SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+      int usable = 0;
+      for (const auto& r : tls_requirement_.tlsa) {
+        const int rc =
+            SSL_dane_tlsa_add(ssl, r.usage, r.selector, r.matching_type, r.data.data(), r.data.size());
+        if (rc > 0) ++usable;
+      }
+      ERR_clear_error();
+      // Without a usable record OpenSSL would fall back to PKIX: refuse instead.
+      if (usable == 0) {
+        session_.tls_failed("no usable TLSA records");
+        co_return false;
+      }
+      SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+      break;
+    }
+    case Mode::cleartext:
+    case Mode::opportunistic:
+    case Mode::encrypt:
+      SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
+      break;
+  }
+
+  arm(settings_.tls_handshake_timeout);
+  asio::error_code ec;
+  co_await tls_->async_handshake(asio::ssl::stream_base::client,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+  const long verify = SSL_get_verify_result(ssl);
+  const bool authenticated = tls_requirement_.mode == Mode::verify || tls_requirement_.mode == Mode::dane;
+  if (ec) {
+    std::string error;
+    if (authenticated && verify != X509_V_OK) {
+      error = verify == X509_V_ERR_DANE_NO_MATCH
+                  ? std::string("TLSA mismatch")
+                  : std::string("certificate verification failed: ") + X509_verify_cert_error_string(verify);
+      ERR_clear_error();
+    } else {
+      error = "TLS handshake failed: " + io_error(ec);
+      if (const auto detail = tls::last_error_text(); detail != "unknown error") error += " (" + detail + ")";
+      handshake_failed_ = true;
+    }
+    log_line("smtp client: server=" + peer_ + ": " + error);
+    session_.tls_failed(error);
+    co_return false;
+  }
+
+  std::string kind = "anonymous TLS";
+  if (tls_requirement_.mode == Mode::dane) {
+    std::uint8_t usage = 255;
+    if (SSL_get0_dane_authority(ssl, nullptr, nullptr) < 0 ||
+        SSL_get0_dane_tlsa(ssl, &usage, nullptr, nullptr, nullptr, nullptr) < 0 || verify != X509_V_OK) {
+      session_.tls_failed("TLS peer not DANE-authenticated");
+      co_return false;
+    }
+    kind = usage == 3 ? "verified TLS (DANE-EE)" : "verified TLS (DANE-TA)";
+  } else if (tls_requirement_.mode == Mode::verify) {
+    if (verify != X509_V_OK) {
+      session_.tls_failed(std::string("certificate verification failed: ") +
+                          X509_verify_cert_error_string(verify));
+      co_return false;
+    }
+    kind = "trusted TLS";
+  }
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+  tls_summary_ = kind + " " + SSL_get_version(ssl) + " " + (cipher ? SSL_CIPHER_get_name(cipher) : "unknown");
+  co_return true;
+}
+
+void Attempt::finish() {
+  done_ = true;
+  timer_.cancel();
+  asio::error_code ec;
+  lowest().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  lowest().close(ec);
+}
+
+asio::awaitable<Outcome> Attempt::run() {
+  auto self = shared_from_this();
+  asio::co_spawn(timer_.get_executor(), watchdog(), asio::detached);
+
+  arm(settings_.connect_timeout);
+  asio::error_code ec;
+  co_await socket_.async_connect(server_, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    const std::string why = io_error(ec);
+    finish();
+    Outcome failed;
+    failed.result.connection_failed = true;
+    failed.result.error = "connect to " + peer_ + " failed: " + why;
+    failed.result.tls_summary = "cleartext";
+    co_return failed;
+  }
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+
+  SmtpClientSession::Step step = session_.start();
+  for (;;) {
+    if (!step.output.empty() && !co_await write_step(step)) {
+      session_.connection_lost(io_failure_);
+      break;
+    }
+    if (step.next == SmtpClientSession::Next::close) break;
+    if (step.next == SmtpClientSession::Next::start_tls) {
+      if (!co_await handshake()) break;
+      step = session_.tls_established();
+      continue;
+    }
+    const Clock::duration timeout = timeout_for(session_.waiting_for());
+    std::optional<ServerReply> reply = co_await read_reply(timeout);
+    if (!reply) {
+      session_.connection_lost(io_failure_);
+      break;
+    }
+    step = session_.on_reply(*reply);
+  }
+  finish();
+
+  Outcome outcome;
+  outcome.result = session_.result();
+  outcome.result.tls_summary = tls_summary_;
+  outcome.handshake_failed = handshake_failed_;
+  co_return outcome;
+}
+
+}  // namespace
+
+asio::awaitable<AttemptResult> deliver_over_smtp(const asio::ip::tcp::endpoint& server,
+                                                 const ClientSettings& settings, const TlsRequirement& tls,
+                                                 const queue::Envelope& envelope, const std::string& content,
+                                                 const std::vector<std::string>& recipients) {
+  const auto executor = co_await asio::this_coro::executor;
+  auto attempt = std::make_shared<Attempt>(executor, server, settings, tls, envelope, content, recipients);
+  Outcome outcome = co_await attempt->run();
+  if (outcome.handshake_failed && tls.mode == Mode::opportunistic) {
+    // Postfix "may": a failed handshake is retried in cleartext on a new connection.
+    TlsRequirement cleartext = tls;
+    cleartext.mode = Mode::cleartext;
+    cleartext.tlsa.clear();
+    log_line("smtp client: server=" + endpoint_text(server) +
+             ": retrying in cleartext after: " + outcome.result.error);
+    auto retry =
+        std::make_shared<Attempt>(executor, server, settings, cleartext, envelope, content, recipients);
+    outcome = co_await retry->run();
+  }
+  co_return std::move(outcome.result);
+}
+
+}  // namespace mxgate::delivery
