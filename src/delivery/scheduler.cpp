@@ -190,10 +190,18 @@ asio::awaitable<void> Scheduler::run_message(std::string id) {
 }
 
 asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
-  auto loaded = spool_.load(id);
-  if (!loaded) {
+  auto bytes = spool_.read(id);
+  if (!bytes) {
     // Deleted by "mxgate queue delete", or unreadable: nothing to deliver.
-    log_line("delivery: " + id + ": skipped: " + loaded.error());
+    log_line("delivery: " + id + ": skipped: " + bytes.error());
+    co_return true;
+  }
+  auto loaded = queue::Spool::decode(bytes.value(), id);
+  if (!loaded) {
+    // Never delivered, never retried in a loop: set aside for the operator.
+    const auto moved = spool_.quarantine(id);
+    log_line("delivery: " + id + ": " + loaded.error() +
+             (moved ? "; moved to " + (spool_.directory() / "corrupt").string() : "; " + moved.error()));
     co_return true;
   }
   Attempt attempt{std::move(loaded.value()), {}, {}, {}};
@@ -374,7 +382,8 @@ bool Scheduler::finish(Attempt& attempt) {
   const std::int64_t now = unix_now();
   ++state.attempts;
   const bool pending = !queue::finished(state);
-  if (pending && queue::expired(retry_, envelope.received_unix, now)) {
+  const std::int64_t arrival = envelope.received_unix != 0 ? envelope.received_unix : state.first_attempt_unix;
+  if (pending && queue::expired(retry_, arrival, now)) {
     for (std::size_t i = 0; i < state.recipients.size(); ++i) {
       auto& rcpt = state.recipients[i];
       if (rcpt.status != queue::RecipientState::Status::pending) continue;

@@ -1,4 +1,4 @@
-// Maildir delivery and the delivery runner, on real directories.
+// Maildir delivery and the scheduler's local path, on real directories.
 #include "delivery/maildir.hpp"
 
 #include <gtest/gtest.h>
@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "delivery/delivery_runner.hpp"
+#include "delivery/scheduler.hpp"
 
 namespace mxgate::delivery {
 namespace {
@@ -165,7 +165,8 @@ TEST(MaildirTest, FailureLeavesNothingBehind) {
   EXPECT_TRUE(files_in(dir.path() / "tmp").empty());
 }
 
-class DeliveryRunnerTest : public ::testing::Test {
+// The scheduler's local path: spooled messages into the Maildir.
+class SchedulerMaildirTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto s = queue::Spool::open(dir.path() / "spool");
@@ -173,7 +174,18 @@ class DeliveryRunnerTest : public ::testing::Test {
     spool.emplace(std::move(*s));
     auto m = Maildir::open(dir.path() / "Maildir");
     ASSERT_TRUE(m) << m.error();
-    maildir.emplace(std::move(*m));
+    config.hostname = "mx.example.test";
+    config.spool = dir.path() / "spool";
+    config.delivery.maildir = dir.path() / "Maildir";
+    config.dns.trust_anchor_files.clear();  // no DNS on this path
+    config.queue.retry_initial = std::chrono::seconds(1);
+    config.queue.retry_max = std::chrono::seconds(1);
+  }
+
+  std::unique_ptr<Scheduler> make() {
+    auto scheduler = Scheduler::create(config, *spool);
+    EXPECT_TRUE(scheduler) << scheduler.error();
+    return scheduler ? std::move(scheduler.value()) : nullptr;
   }
 
   std::string store(const std::string& content) {
@@ -181,6 +193,7 @@ class DeliveryRunnerTest : public ::testing::Test {
     e.id = queue::new_queue_id();
     e.sender = "s@example.test";
     e.recipients = {"r@example.test"};
+    e.received_unix = static_cast<std::int64_t>(std::time(nullptr));
     auto stored = spool->store(e, content);
     EXPECT_TRUE(stored) << stored.error();
     return e.id;
@@ -189,45 +202,47 @@ class DeliveryRunnerTest : public ::testing::Test {
   fs::path new_dir() const { return dir.path() / "Maildir" / "new"; }
 
   TempDir dir;
+  config::Config config;
   std::optional<queue::Spool> spool;
-  std::optional<Maildir> maildir;
 };
 
-TEST_F(DeliveryRunnerTest, DeliversWhatIsSpooledAtStartAndRemovesIt) {
+TEST_F(SchedulerMaildirTest, DeliversWhatIsSpooledAtStartAndRemovesIt) {
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) ids.push_back(store("Subject: " + std::to_string(i) + "\r\n\r\nx\r\n"));
 
   testing::internal::CaptureStderr();
-  DeliveryRunner runner(*spool, *maildir);
-  runner.start();
-  const bool done = wait_for([&] { return runner.delivered() == 3; });
-  runner.stop();
+  auto scheduler = make();
+  ASSERT_TRUE(scheduler);
+  scheduler->start();
+  const bool done = wait_for([&] { return files_in(new_dir()).size() == 3 && spool->list().empty(); });
+  scheduler->stop();
   const std::string log = testing::internal::GetCapturedStderr();
   ASSERT_TRUE(done) << log;
 
-  EXPECT_TRUE(spool->list().empty());
   const auto delivered = files_in(new_dir());
-  ASSERT_EQ(delivered.size(), 3u);
   for (const auto& id : ids) {
     const auto it = std::find_if(delivered.begin(), delivered.end(), [&](const fs::path& p) {
       return p.filename().string().find("Q" + id + ".") != std::string::npos;
     });
     ASSERT_NE(it, delivered.end()) << id;
-    EXPECT_NE(log.find("delivery: " + id + ": delivered to maildir as " + it->filename().string() + "\n"),
+    EXPECT_NE(log.find("delivery: " + id + ": to=maildir nrcpt=1 status=sent (" + it->filename().string() + ")"),
               std::string::npos)
         << log;
   }
+  EXPECT_FALSE(fs::exists(dir.path() / "spool" / "state" / ids[0]));
 }
 
-TEST_F(DeliveryRunnerTest, DeliversEnqueuedMessages) {
+TEST_F(SchedulerMaildirTest, DeliversEnqueuedMessages) {
   testing::internal::CaptureStderr();
-  DeliveryRunner runner(*spool, *maildir);
-  runner.start();
+  auto scheduler = make();
+  ASSERT_TRUE(scheduler);
+  scheduler->start();
   const std::string id = store("Subject: later\r\n\r\nbody\r\n");
-  runner.enqueue(id);
-  runner.enqueue(id);  // a duplicate is harmless
-  const bool done = wait_for([&] { return runner.delivered() == 1 && spool->list().empty(); });
-  runner.stop();
+  scheduler->enqueue(id);
+  scheduler->enqueue(id);  // a duplicate is harmless
+  const bool done = wait_for([&] { return files_in(new_dir()).size() == 1 && spool->list().empty(); });
+  std::this_thread::sleep_for(100ms);
+  scheduler->stop();
   const std::string log = testing::internal::GetCapturedStderr();
   ASSERT_TRUE(done) << log;
   ASSERT_EQ(files_in(new_dir()).size(), 1u);
@@ -235,72 +250,75 @@ TEST_F(DeliveryRunnerTest, DeliversEnqueuedMessages) {
             "Return-Path: <s@example.test>\nDelivered-To: r@example.test\nSubject: later\n\nbody\n");
 }
 
-TEST_F(DeliveryRunnerTest, DefersWhileTheMaildirIsBrokenThenRetries) {
+TEST_F(SchedulerMaildirTest, DefersWhileTheMaildirIsBrokenThenRetries) {
   const std::string id = store("Subject: retry\r\n\r\n");
+  testing::internal::CaptureStderr();
+  auto scheduler = make();
+  ASSERT_TRUE(scheduler);
   fs::remove(new_dir());
   std::ofstream(new_dir()) << "not a directory";
-
-  testing::internal::CaptureStderr();
-  DeliveryRunner runner(*spool, *maildir, 50ms);
-  runner.start();
-  // Give it time for a few attempts; every one must fail and keep the message.
-  std::this_thread::sleep_for(200ms);
-  EXPECT_EQ(runner.delivered(), 0u);
+  scheduler->start();
+  // The first attempt fails and keeps the message, with its state saved.
+  ASSERT_TRUE(wait_for([&] { return fs::exists(dir.path() / "spool" / "state" / id); }));
   EXPECT_EQ(spool->list(), std::vector<std::string>{id});
 
   fs::remove(new_dir());
   fs::create_directory(new_dir());
-  const bool done = wait_for([&] { return runner.delivered() == 1; });
-  runner.stop();
+  const bool done = wait_for([&] { return files_in(new_dir()).size() == 1 && spool->list().empty(); });
+  scheduler->stop();
   const std::string log = testing::internal::GetCapturedStderr();
   ASSERT_TRUE(done) << log;
-  EXPECT_TRUE(spool->list().empty());
-  EXPECT_EQ(files_in(new_dir()).size(), 1u);
-  EXPECT_NE(log.find("delivery: " + id + ": deferred: maildir: rename to "), std::string::npos) << log;
+  EXPECT_NE(log.find("delivery: " + id + ": to=maildir nrcpt=1 status=deferred (maildir: rename to "),
+            std::string::npos)
+      << log;
+  EXPECT_FALSE(fs::exists(dir.path() / "spool" / "state" / id));
 }
 
-TEST_F(DeliveryRunnerTest, MovesCorruptFilesAside) {
+TEST_F(SchedulerMaildirTest, MovesCorruptFilesAside) {
   std::ofstream(dir.path() / "spool" / "queue" / "0BAD") << "MXGATE-SPOOL 1\nid 0BAD\n";
-  const std::string good = store("Subject: fine\r\n\r\n");
+  store("Subject: fine\r\n\r\n");
 
   testing::internal::CaptureStderr();
-  DeliveryRunner runner(*spool, *maildir);
-  runner.start();
-  const bool done = wait_for([&] { return runner.delivered() == 1; });
-  runner.stop();
+  auto scheduler = make();
+  ASSERT_TRUE(scheduler);
+  scheduler->start();
+  const bool done = wait_for([&] { return files_in(new_dir()).size() == 1 && spool->list().empty(); });
+  scheduler->stop();
   const std::string log = testing::internal::GetCapturedStderr();
   ASSERT_TRUE(done) << log;
-  EXPECT_TRUE(spool->list().empty());
   EXPECT_TRUE(fs::exists(dir.path() / "spool" / "corrupt" / "0BAD"));
   EXPECT_NE(log.find("delivery: 0BAD: spool: 0BAD: corrupt: truncated header; moved to "), std::string::npos)
       << log;
 }
 
-TEST_F(DeliveryRunnerTest, StopIsPromptAndIdempotent) {
+TEST_F(SchedulerMaildirTest, StopIsPromptAndIdempotent) {
   store("Subject: stuck\r\n\r\n");
+  config.queue.retry_initial = std::chrono::hours(1);
+  config.queue.retry_max = std::chrono::hours(1);
+  testing::internal::CaptureStderr();
+  auto scheduler = make();
+  ASSERT_TRUE(scheduler);
   fs::remove(new_dir());
   std::ofstream(new_dir()) << "not a directory";
-
-  testing::internal::CaptureStderr();
-  DeliveryRunner runner(*spool, *maildir, 1h);
-  runner.start();
-  runner.start();  // no effect
-  ASSERT_TRUE(wait_for([&] { return fs::is_regular_file(new_dir()); }));
+  scheduler->start();
+  scheduler->start();  // no effect
+  ASSERT_TRUE(wait_for([&] { return fs::exists(dir.path() / "spool" / "state"); }));
   std::this_thread::sleep_for(50ms);  // now waiting out the one-hour retry delay
   const auto before = std::chrono::steady_clock::now();
-  runner.stop();
-  runner.stop();
+  scheduler->stop();
+  scheduler->stop();
   const auto took = std::chrono::steady_clock::now() - before;
   testing::internal::GetCapturedStderr();
   EXPECT_LT(took, 1s);
   EXPECT_EQ(spool->list().size(), 1u);  // undelivered messages stay spooled
 }
 
-TEST_F(DeliveryRunnerTest, DestructorStopsAnIdleRunner) {
+TEST_F(SchedulerMaildirTest, DestructorStopsAnIdleScheduler) {
   const auto before = std::chrono::steady_clock::now();
   {
-    DeliveryRunner runner(*spool, *maildir);
-    runner.start();
+    auto scheduler = make();
+    ASSERT_TRUE(scheduler);
+    scheduler->start();
   }
   EXPECT_LT(std::chrono::steady_clock::now() - before, 1s);
 }
