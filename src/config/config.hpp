@@ -72,8 +72,7 @@ struct Delivery {
   std::filesystem::path maildir;
   std::uint16_t mx_port = 25;        // port for MX delivery; TLSA names follow it
   std::string tls = "dane";          // default TLS level for MX delivery
-  std::size_t max_parallel = 100;    // concurrent delivery attempts overall
-  std::size_t destination_concurrency = 20;  // concurrent connections per destination
+  std::size_t max_parallel = 100;    // messages in delivery at once
 };
 
 // Where mail for one recipient domain goes (RFC 5321 section 5.1).
