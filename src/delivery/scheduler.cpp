@@ -336,8 +336,12 @@ asio::awaitable<void> Scheduler::deliver_over_network(Attempt& attempt, const Gr
                                                               attempt.message.envelope, attempt.message.content,
                                                               recipients);
       std::string relay = candidate.host + "[" + address.to_string() + "]:" + std::to_string(candidate.port);
+      // A connection that failed before any mail moved says what TLS it had
+      // reached, never "cleartext" (nothing was sent in the clear).
+      std::string tls_outcome = result.tls_summary.empty() ? std::string("cleartext") : result.tls_summary;
+      if (result.connection_failed && tls_outcome == "cleartext") tls_outcome = "no session";
       std::string prefix = "delivery: " + state.id + ": to=" + where + " relay=" + relay + " tls=" + level_name +
-                           " " + (result.tls_summary.empty() ? std::string("cleartext") : result.tls_summary);
+                           " " + tls_outcome;
       if (!result.error.empty()) last_error = result.error + " (" + relay + ")";
       if (result.connection_failed && result.recipients.empty()) {
         log_line(prefix + " status=deferred (" + result.error + ")");
@@ -423,6 +427,14 @@ bool Scheduler::finish(Attempt& attempt) {
       log_line("delivery: " + state.id + ": " + removed.error());
     log_line("delivery: " + state.id + ": removed");
     return true;
+  }
+  // Why the message is still queued, for "mxgate queue list": the reply of
+  // the first recipient still pending.
+  for (const auto& rcpt : state.recipients) {
+    if (rcpt.status == queue::RecipientState::Status::pending) {
+      state.last_error = rcpt.last_reply;
+      break;
+    }
   }
   state.next_attempt_unix = queue::next_attempt(retry_, state.attempts, now);
   if (auto saved = queue::save_state(spool_.directory(), state); !saved)

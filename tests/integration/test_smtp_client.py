@@ -110,13 +110,16 @@ class ClientTestCase(unittest.TestCase):
         self.assertTrue(SMTPSEND.exists(), f"smtpsend not built next to {h.BINARY}")
         self.tmp = Path(tempfile.mkdtemp(prefix="mxgate-smtpsend-"))
         self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.sent: list[bytes] = []  # every message this test handed to smtpsend
 
     def send(self, port: int, tls: str = "none", content: bytes | None = None,
              to: list[str] | None = None, sender: str = "sender@client.example.test",
              host: str = HOSTNAME, tlsa_records: list[str] | None = None, smtputf8: bool = False,
              timeout: float = STEP_TIMEOUT, env: dict | None = None) -> SendResult:
         message = self.tmp / f"msg-{time.monotonic_ns()}.eml"
-        message.write_bytes(content if content is not None else h.make_message())
+        content = content if content is not None else h.make_message()
+        message.write_bytes(content)
+        self.sent.append(content)
         args = [str(SMTPSEND), "--server", f"127.0.0.1:{port}", "--tls", tls, "--host", host,
                 "--from", sender, "--file", str(message), "--timeout", str(int(timeout))]
         for rcpt in (to or ["rcpt@example.test"]):
@@ -403,12 +406,27 @@ class FakeServer:
 DOTTY_BODY = ".first line starts with a dot\r\n.\r\n..\r\nmiddle\r\n. space\r\n...three\r\nlast"
 
 
+def message_id(content: bytes) -> bytes:
+    m = re.search(rb"(?im)^Message-ID: *(<[^>\r\n]+>)", content)
+    assert m, f"no Message-ID in {content[:200]!r}"
+    return m.group(1)
+
+
 class MxgateReceiverTest(ClientTestCase):
+    """One mxgate per test class (tests tell their messages apart by
+    Message-ID), started and stopped through the harness."""
+
     config: dict = {}
 
-    def setUp(self):
-        super().setUp()
-        self.server = h.start_server(self, self.config)
+    @classmethod
+    def setUpClass(cls):
+        cls.server = h.MxgateServer(cls.server_config())
+        cls.addClassCleanup(cls.server.close)
+        cls.server.start()
+
+    @classmethod
+    def server_config(cls) -> dict:
+        return cls.config
 
     def delivered_with(self, marker: bytes) -> h.Delivered:
         deadline = time.monotonic() + h.DELIVERY_TIMEOUT
@@ -420,6 +438,21 @@ class MxgateReceiverTest(ClientTestCase):
                 self.fail(f"no delivered message contains {marker!r}; log:\n{self.server.log_text()[-3000:]}")
             time.sleep(0.05)
 
+    def delivered(self, content: bytes) -> h.Delivered:
+        return self.delivered_with(message_id(content))
+
+    def assert_none_stored(self, settle: float = 1.0) -> None:
+        """No message this test sent is in the maildir or the spool, also after SETTLE seconds."""
+        time.sleep(settle)
+        ids = [message_id(c) for c in self.sent]
+        for path in self.server.maildir_files() + self.server.spool_files():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue  # renamed or removed meanwhile
+            for mid in ids:
+                self.assertNotIn(mid, data, f"{mid!r} was stored: {path}")
+
 
 class CleartextAndOpportunisticTest(MxgateReceiverTest):
     def test_cleartext_delivery_dot_stuffing_and_recipients(self):
@@ -428,7 +461,7 @@ class CleartextAndOpportunisticTest(MxgateReceiverTest):
         self.assertDelivered(r, ["one@example.test", "two@example.test"])
         self.assertEqual(r.tls, "cleartext")
         self.assertEqual(r.results()["one@example.test"], r.results()["two@example.test"])
-        delivered = self.delivered_with(b"Subject: dots")
+        delivered = self.delivered(msg)
         self.assertEqual(delivered.content, h.lf(msg))  # unstuffed back to the original
         self.assertEqual(delivered.return_path, "<sender@client.example.test>")
         m = h.parse_received(delivered)
@@ -436,10 +469,11 @@ class CleartextAndOpportunisticTest(MxgateReceiverTest):
         self.assertIsNone(m.group("tlsver"))
 
     def test_message_starting_with_a_dot_and_without_final_crlf(self):
-        msg = b".X-First: dot at the very start\r\nSubject: startdot\r\n\r\nno final line end"
+        msg = (b".X-First: dot at the very start\r\nMessage-ID: <startdot." + str(time.time_ns()).encode() +
+               b"@client.example.test>\r\n\r\nno final line end")
         r = self.send(self.server.port, "none", msg)
         self.assertDelivered(r, ["rcpt@example.test"])
-        delivered = self.delivered_with(b"Subject: startdot")
+        delivered = self.delivered(msg)
         self.assertEqual(delivered.content, h.lf(msg + b"\r\n"))
 
     def test_may_is_anonymous_tls(self):
@@ -447,17 +481,18 @@ class CleartextAndOpportunisticTest(MxgateReceiverTest):
         r = self.send(self.server.port, "may", msg)
         self.assertDelivered(r, ["rcpt@example.test"])
         self.assertRegex(r.tls, ANONYMOUS)
-        delivered = self.delivered_with(b"Subject: may")
+        delivered = self.delivered(msg)
         self.assertEqual(delivered.content, h.lf(msg))
         m = h.parse_received(delivered)
         self.assertEqual(m.group("tlsver"), r.tls.split()[2])
         self.assertEqual(m.group("cipher"), r.tls.split()[3])
 
     def test_encrypt_is_anonymous_tls(self):
-        r = self.send(self.server.port, "encrypt", h.make_message(subject="encrypt"))
+        msg = h.make_message(subject="encrypt")
+        r = self.send(self.server.port, "encrypt", msg)
         self.assertDelivered(r, ["rcpt@example.test"])
         self.assertRegex(r.tls, ANONYMOUS)
-        self.assertIsNotNone(h.parse_received(self.delivered_with(b"Subject: encrypt")).group("tlsver"))
+        self.assertIsNotNone(h.parse_received(self.delivered(msg)).group("tlsver"))
 
     def test_verify_refuses_a_self_signed_certificate(self):
         r = self.send(self.server.port, "verify", h.make_message(subject="verify"))
@@ -465,24 +500,24 @@ class CleartextAndOpportunisticTest(MxgateReceiverTest):
         self.assertEqual(r.returncode, 1, r)
         self.assertEqual(r.error, "certificate verification failed: self-signed certificate")
         self.assertEqual(r.results(), {})
-        self.server.assert_nothing_stored(self)
+        self.assert_none_stored()
 
     def test_smtputf8_envelope_to_mxgate(self):
         msg = h.make_message(subject="utf8")
         r = self.send(self.server.port, "may", msg, to=["ünïcode@example.test"], smtputf8=True)
         self.assertDelivered(r, ["ünïcode@example.test"])
-        self.delivered_with(b"Subject: utf8")
+        self.delivered(msg)
 
     def test_per_recipient_refusal_by_mxgate(self):
         # mxgate refuses a syntactically bad recipient; the good one still gets the message.
-        r = self.send(self.server.port, "none", h.make_message(subject="mixed"),
-                      to=["good@example.test", "bad@@example.test"])
+        msg = h.make_message(subject="mixed")
+        r = self.send(self.server.port, "none", msg, to=["good@example.test", "bad@@example.test"])
         self.assertFalse(r.failed, r)
         results = r.results()
         self.assertEqual(results["good@example.test"][0], 250, r)
         self.assertRegex(results["good@example.test"][1], QUEUED)
         self.assertEqual(results["bad@@example.test"][0] // 100, 5, r)
-        self.delivered_with(b"Subject: mixed")
+        self.delivered(msg)
 
 
 class DaneTest(MxgateReceiverTest):
@@ -497,7 +532,16 @@ class DaneTest(MxgateReceiverTest):
         r = self.send(self.server.port, "dane", msg, tlsa_records=records)
         self.assertDelivered(r, ["rcpt@example.test"])
         self.assertRegex(r.tls, DANE_EE)
-        self.assertEqual(self.delivered_with(b"Subject: dane-ee").content, h.lf(msg))
+        self.assertEqual(self.delivered(msg).content, h.lf(msg))
+
+    def test_dane_ee_matches_the_certificate_actually_presented(self):
+        # mxgate holds an ECDSA and an RSA certificate and presents one of them:
+        # a record for exactly one of the two keys succeeds, the other is a mismatch.
+        outcomes = {}
+        for name in ("ecdsa", "rsa"):
+            r = self.send(self.server.port, "dane", h.make_message(), tlsa_records=[tlsa(3, 1, 1, name)])
+            outcomes[name] = "ok" if not r.failed and DANE_EE.match(r.tls) else r.error
+        self.assertEqual(sorted(outcomes.values()), ["TLSA mismatch", "ok"], outcomes)
 
     def test_dane_ee_other_selectors_and_matching_types(self):
         for record_set in ([tlsa(3, 0, 1, "ecdsa"), tlsa(3, 0, 1, "rsa")],
@@ -522,7 +566,7 @@ class DaneTest(MxgateReceiverTest):
         self.assertEqual(r.returncode, 1, r)
         self.assertEqual(r.error, "TLSA mismatch")
         self.assertEqual(r.results(), {})
-        self.server.assert_nothing_stored(self)
+        self.assert_none_stored()
         self.assertIn("TLSA mismatch", r.stderr)
 
     def test_only_unusable_records_mean_encrypt(self):
@@ -563,11 +607,12 @@ def make_ca_chain(directory: Path) -> dict[str, Path]:
 class DaneTrustAnchorTest(MxgateReceiverTest):
     """mxgate serving a leaf signed by a private CA; the TLSA record names the CA."""
 
-    def setUp(self):
-        ClientTestCase.setUp(self)
-        self.pki = make_ca_chain(self.tmp)
-        self.config = {"tls": {"certificates": [{"cert": str(self.pki["chain"]), "key": str(self.pki["key"])}]}}
-        self.server = h.start_server(self, self.config)
+    @classmethod
+    def server_config(cls) -> dict:
+        pki_dir = Path(tempfile.mkdtemp(prefix="mxgate-pki-"))
+        cls.addClassCleanup(shutil.rmtree, pki_dir, True)
+        cls.pki = make_ca_chain(pki_dir)
+        return {"tls": {"certificates": [{"cert": str(cls.pki["chain"]), "key": str(cls.pki["key"])}]}}
 
     def ca_record(self, selector: int = 0) -> str:
         der = ssl_pem_to_der(self.pki["ca"])
@@ -589,7 +634,7 @@ class DaneTrustAnchorTest(MxgateReceiverTest):
                       tlsa_records=[self.ca_record()])
         self.assertTrue(r.failed, r)
         self.assertEqual(r.error, "certificate verification failed: hostname mismatch")
-        self.server.assert_nothing_stored(self)
+        self.assert_none_stored()
 
     def test_dane_ta_record_for_another_ca_is_a_mismatch(self):
         r = self.send(self.server.port, "dane", h.make_message(),
@@ -601,15 +646,16 @@ class DaneTrustAnchorTest(MxgateReceiverTest):
         r = self.send(self.server.port, "verify", h.make_message())
         self.assertTrue(r.failed, r)
         self.assertEqual(r.error, "certificate verification failed: self-signed certificate in certificate chain")
-        self.server.assert_nothing_stored(self)
+        self.assert_none_stored()
 
     def test_verify_with_the_ca_as_system_store(self):
         # SSL_CTX_set_default_verify_paths honours SSL_CERT_FILE: the test CA stands in for the system store.
         env = dict(os.environ, SSL_CERT_FILE=str(self.pki["ca"]), SSL_CERT_DIR=str(self.tmp / "no-such-dir"))
-        r = self.send(self.server.port, "verify", h.make_message(subject="verify-ok"), env=env)
+        msg = h.make_message(subject="verify-ok")
+        r = self.send(self.server.port, "verify", msg, env=env)
         self.assertDelivered(r, ["rcpt@example.test"])
         self.assertRegex(r.tls, TRUSTED)
-        self.delivered_with(b"Subject: verify-ok")
+        self.delivered(msg)
         wrong = self.send(self.server.port, "verify", h.make_message(), host="other-name.example.net", env=env)
         self.assertTrue(wrong.failed, wrong)
         self.assertEqual(wrong.error, "certificate verification failed: hostname mismatch")
@@ -624,10 +670,11 @@ class ReceiverWithoutStarttlsTest(MxgateReceiverTest):
     config = {"listener": [{"tls": "none"}]}
 
     def test_may_delivers_in_cleartext(self):
-        r = self.send(self.server.port, "may", h.make_message(subject="no-starttls"))
+        msg = h.make_message(subject="no-starttls")
+        r = self.send(self.server.port, "may", msg)
         self.assertDelivered(r, ["rcpt@example.test"])
         self.assertEqual(r.tls, "cleartext")
-        self.delivered_with(b"Subject: no-starttls")
+        self.delivered(msg)
 
     def test_encrypt_and_dane_fail(self):
         for level, records in (("encrypt", []), ("dane", [tlsa(3, 1, 1, "ecdsa")]), ("verify", [])):
@@ -635,7 +682,7 @@ class ReceiverWithoutStarttlsTest(MxgateReceiverTest):
             self.assertTrue(r.failed, f"{level}: {r}")
             self.assertEqual(r.error, "STARTTLS not offered", level)
             self.assertEqual(r.results(), {}, level)
-        self.server.assert_nothing_stored(self)
+        self.assert_none_stored()
 
 
 # --------------------------------------------------------------------------
@@ -658,7 +705,7 @@ class ManInTheMiddleTest(MxgateReceiverTest):
         self.assertGreaterEqual(relay.state.get("stripped", 0), 2, "the relay never saw STARTTLS to strip")
         self.assertNotIn(b"MAIL FROM", relay.client_data.upper())
         self.assertNotIn(b"STARTTLS", relay.client_data.upper())
-        self.server.assert_nothing_stored(self)
+        self.assert_none_stored()
 
     def test_stripped_starttls_under_may_is_cleartext(self):
         # The known limit of opportunistic TLS (RFC 7435): an active attacker downgrades it.
@@ -677,9 +724,8 @@ class ManInTheMiddleTest(MxgateReceiverTest):
             self.assertDelivered(r, ["a@example.test", "b@example.test"])
             self.assertNotIn("injected", r.stdout)
             self.assertRegex(r.tls, DANE_EE if level == "dane" else ANONYMOUS)
-            self.assertEqual(self.delivered_with(f"Subject: inject-{level}".encode()).content, h.lf(msg))
+            self.assertEqual(self.delivered(msg).content, h.lf(msg))
             self.assertIn("discarded 14 bytes sent after the STARTTLS 220", r.stderr)
-
 
     def test_late_injection_breaks_the_handshake_and_is_never_a_reply(self):
         relay = self.relay(inject_late_after_starttls)
@@ -691,7 +737,7 @@ class ManInTheMiddleTest(MxgateReceiverTest):
         self.assertNotIn("injected", r.stdout)
         self.assertEqual(r.results(), {})
         self.assertNotIn(b"MAIL FROM", relay.client_data)
-        self.server.assert_nothing_stored(self)
+        self.assert_none_stored()
 
 
 # --------------------------------------------------------------------------
