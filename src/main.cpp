@@ -19,6 +19,7 @@
 #include <asio/signal_set.hpp>
 #include <fstream>
 
+#include "delivery/probe.hpp"
 #include "delivery/scheduler.hpp"
 #include "queue/queue_admin.hpp"
 #include "queue/spool.hpp"
@@ -35,6 +36,7 @@ constexpr std::string_view kUsage =
     "       mxgate queue list [--json] --config FILE\n"
     "       mxgate queue flush --config FILE\n"
     "       mxgate queue delete ID --config FILE\n"
+    "       mxgate probe DOMAIN [--json] --config FILE\n"
     "       mxgate --version\n";
 
 int fail(const std::string& message) {
@@ -165,6 +167,19 @@ int queue_command(const std::vector<std::string_view>& args, const std::string& 
   return 2;
 }
 
+// mxgate probe DOMAIN [--json]: DNS, TLSA and one SMTP session per MX host; never sends MAIL.
+int probe_command(const std::vector<std::string_view>& args, const std::string& path) {
+  const bool json = args.size() == 2 && args[1] == "--json";
+  if (args.size() > 2 || (args.size() == 2 && !json)) return fail(std::string(kUsage));
+  auto config = mxgate::config::load_file(path);
+  if (!config) return fail("config error: " + config.error());
+  auto report = mxgate::delivery::run_probe(config.value(), std::string(args[0]));
+  if (!report) return fail("probe error: " + report.error());
+  const std::string text = json ? mxgate::delivery::probe_json(*report) : mxgate::delivery::probe_text(*report);
+  std::fputs(text.c_str(), stdout);
+  return 0;
+}
+
 int check_config(const std::string& path) {
   auto loaded = load(path);
   if (!loaded) return fail(loaded.error());
@@ -184,6 +199,10 @@ int main(int argc, char** argv) {
   if (args.size() >= 4 && args[0] == "queue" && args[args.size() - 2] == "--config") {
     const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);
     if (!rest.empty()) return queue_command(rest, std::string(args.back()));
+  }
+  if (args.size() >= 4 && args[0] == "probe" && args[args.size() - 2] == "--config") {
+    const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);
+    return probe_command(rest, std::string(args.back()));
   }
   if (args.size() == 3 && args[1] == "--config") {
     const std::string path(args[2]);

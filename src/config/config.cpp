@@ -468,13 +468,14 @@ void read_delivery(Reader& r, const toml::table& root, Delivery& delivery) {
   const toml::table* table = r.table(root, "", "delivery");
   if (table == nullptr) return;
   constexpr auto kNoMax = std::numeric_limits<std::int64_t>::max();
-  r.check_keys(*table, "delivery", {"maildir", "mx_port", "tls", "max_parallel"});
+  r.check_keys(*table, "delivery", {"maildir", "mx_port", "tls", "max_parallel", "destination_concurrency"});
   r.path(*table, "delivery", "maildir", delivery.maildir);
   r.integer(*table, "delivery", "mx_port", delivery.mx_port, 1, 65535);
   if (r.string(*table, "delivery", "tls", delivery.tls) && !is_tls_level(delivery.tls)) {
     r.fail("delivery.tls", kTlsLevels);
   }
   r.integer(*table, "delivery", "max_parallel", delivery.max_parallel, 1, kNoMax);
+  r.integer(*table, "delivery", "destination_concurrency", delivery.destination_concurrency, 1, kNoMax);
 }
 
 void read_queue(Reader& r, const toml::table& root, Queue& queue) {

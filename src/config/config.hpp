@@ -73,6 +73,7 @@ struct Delivery {
   std::uint16_t mx_port = 25;        // port for MX delivery; TLSA names follow it
   std::string tls = "dane";          // default TLS level for MX delivery
   std::size_t max_parallel = 100;    // messages in delivery at once
+  std::size_t destination_concurrency = 20;  // connections to one destination at once
 };
 
 // Where mail for one recipient domain goes (RFC 5321 section 5.1).

@@ -11,6 +11,7 @@
 
 #include "delivery/bounce.hpp"
 #include "delivery/destination.hpp"
+#include "dns/resolver_options.hpp"
 #include "util/log.hpp"
 
 // Disk work (spool reads, Maildir fsyncs, state rewrites) runs inline on the
@@ -67,20 +68,7 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(const config::Config& confi
     if (!maildir) return make_error("delivery.maildir: " + maildir.error());
     scheduler->maildir_.emplace(std::move(maildir.value()));
   }
-  dns::ResolverOptions options;
-  for (const auto& file : config.dns.trust_anchor_files) {
-    std::error_code ec;
-    if (std::filesystem::exists(file, ec)) {
-      options.trust_anchor_files.push_back(file);
-    } else {
-      // Only the built-in default can be missing (configured files are
-      // checked by the parser): without it no zone validates, so DANE
-      // levels fall back as for insecure zones.
-      log_line("dns: trust anchor " + file.string() + " missing (install dns-root-data); DNSSEC is off");
-    }
-  }
-  options.trust_anchors = config.dns.trust_anchors;
-  for (const auto& zone : config.dns.stub_zones) options.stub_zones.push_back({zone.name, zone.addresses});
+  const dns::ResolverOptions options = dns::resolver_options(config);
   auto resolver = dns::Resolver::create(*scheduler->io_, options);
   if (!resolver) return make_error("dns: " + resolver.error());
   scheduler->resolver_ = std::move(resolver.value());
@@ -91,6 +79,7 @@ Scheduler::Scheduler(const config::Config& config, queue::Spool spool)
     : config_(config),
       spool_(std::move(spool)),
       io_(std::make_unique<asio::io_context>(1)),
+      parallel_(config.delivery.max_parallel),
       rng_(std::random_device{}()) {
   retry_.initial = config.queue.retry_initial;
   retry_.max_interval = config.queue.retry_max;
@@ -141,27 +130,6 @@ void Scheduler::stop() {
   thread_.join();
 }
 
-asio::awaitable<void> Scheduler::acquire_slot() {
-  if (running_ < config_.delivery.max_parallel) {
-    ++running_;
-    co_return;
-  }
-  auto waiter = std::make_shared<asio::steady_timer>(*io_, asio::steady_timer::time_point::max());
-  slot_waiters_.push_back(waiter);
-  asio::error_code ec;
-  co_await waiter->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  // Woken by release_slot(), which handed its slot over.
-}
-
-void Scheduler::release_slot() {
-  if (!slot_waiters_.empty()) {
-    slot_waiters_.front()->cancel();
-    slot_waiters_.pop_front();
-    return;
-  }
-  --running_;
-}
-
 asio::awaitable<void> Scheduler::run_message(std::string id) {
   asio::steady_timer timer(*io_);
   bool first = true;  // enqueued: new, flushed, or found at start; due now
@@ -181,9 +149,9 @@ asio::awaitable<void> Scheduler::run_message(std::string id) {
       sleeping_.erase(id);
       if (stopping_) break;
     }
-    co_await acquire_slot();
+    co_await parallel_.acquire();
     const bool finished = co_await attempt(id);
-    release_slot();
+    parallel_.release();
     if (finished || stopping_) break;
   }
   active_.erase(id);
@@ -307,6 +275,9 @@ asio::awaitable<void> Scheduler::deliver_over_network(Attempt& attempt, const Gr
     co_return;
   }
 
+  // At most destination_concurrency connections to one destination at once.
+  auto& limiter = destinations_.try_emplace(where, config_.delivery.destination_concurrency).first->second;
+  co_await limiter.acquire();
   std::string last_error = "no MX host could be reached";
   for (const Candidate& candidate : destination.candidates) {
     if (remaining.empty()) break;
@@ -375,6 +346,8 @@ asio::awaitable<void> Scheduler::deliver_over_network(Attempt& attempt, const Gr
       remaining = std::move(still);
     }
   }
+  limiter.release();
+  if (limiter.idle()) destinations_.erase(where);
   // Recipients no server answered in this attempt: say why.
   for (const std::size_t i : remaining)
     if (!answered.count(i)) state.recipients[i].last_reply = "451 4.4.1 " + last_error;

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "config/config.hpp"
+#include "delivery/async_limiter.hpp"
 #include "delivery/maildir.hpp"
 #include "delivery/smtp_client.hpp"
 #include "dns/resolver.hpp"
@@ -58,8 +59,6 @@ class Scheduler {
   void deliver_to_maildir(Attempt& attempt, const Group& group);
   asio::awaitable<void> deliver_over_network(Attempt& attempt, const Group& group);
   bool finish(Attempt& attempt);
-  asio::awaitable<void> acquire_slot();
-  void release_slot();
 
   const config::Config& config_;
   queue::Spool spool_;
@@ -71,8 +70,8 @@ class Scheduler {
   std::mt19937 rng_;
   std::set<std::string> active_;                     // messages with a running coroutine
   std::map<std::string, asio::steady_timer*> sleeping_;  // waiting for their next attempt
-  std::size_t running_ = 0;
-  std::deque<std::shared_ptr<asio::steady_timer>> slot_waiters_;
+  AsyncLimiter parallel_;                               // delivery.max_parallel
+  std::map<std::string, AsyncLimiter> destinations_;   // delivery.destination_concurrency each
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -15,7 +15,9 @@
 // watchdog coroutine cancels the socket when the deadline passes.
 #include "delivery/smtp_client.hpp"
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -140,6 +142,74 @@ std::string endpoint_text(const asio::ip::tcp::endpoint& server) {
   return server.address().is_v6() ? "[" + address + "]:" + port : address + ":" + port;
 }
 
+std::string verify_error(long verify) {
+  return verify == X509_V_ERR_DANE_NO_MATCH
+             ? std::string("TLSA mismatch")
+             : std::string("certificate verification failed: ") + X509_verify_cert_error_string(verify);
+}
+
+// mxgate probe: the handshake goes on whatever the chain; the result is
+// read afterwards from SSL_get_verify_result (as posttls-finger does).
+int accept_any(int, X509_STORE_CTX*) { return 1; }
+
+std::string name_text(const X509_NAME* name) {
+  if (name == nullptr) return "";
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (bio == nullptr) return "";
+  X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(bio, &data);
+  std::string text(data != nullptr && size > 0 ? std::string(data, static_cast<std::size_t>(size)) : std::string());
+  BIO_free(bio);
+  return text;
+}
+
+std::string spki_sha256(X509* cert) {
+  unsigned char* der = nullptr;
+  const int length = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+  if (length <= 0) return "";
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_length = 0;
+  const bool ok = EVP_Digest(der, static_cast<std::size_t>(length), digest, &digest_length, EVP_sha256(), nullptr) == 1;
+  OPENSSL_free(der);
+  if (!ok) return "";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < digest_length; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 0xf];
+  }
+  return hex;
+}
+
+void record_probe(ProbeResult& probe, SSL* ssl, Mode mode, long verify) {
+  probe.tls = true;
+  probe.tls_version = SSL_get_version(ssl);
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+  probe.cipher = cipher ? SSL_CIPHER_get_name(cipher) : "unknown";
+  if (X509* cert = SSL_get0_peer_certificate(ssl)) {
+    probe.peer_subject = name_text(X509_get_subject_name(cert));
+    probe.peer_issuer = name_text(X509_get_issuer_name(cert));
+    probe.peer_spki_sha256 = spki_sha256(cert);
+  }
+  if (mode == Mode::verify) {
+    probe.verification = verify == X509_V_OK ? std::string("PKIX verified") : verify_error(verify);
+    return;
+  }
+  if (mode != Mode::dane) {
+    probe.verification = "not attempted (unauthenticated TLS)";
+    return;
+  }
+  std::uint8_t usage = 255;
+  if (verify == X509_V_OK && SSL_get0_dane_authority(ssl, nullptr, nullptr) >= 0 &&
+      SSL_get0_dane_tlsa(ssl, &usage, nullptr, nullptr, nullptr, nullptr) >= 0) {
+    probe.dane_verified = true;
+    probe.verification = usage == 3 ? "DANE-EE" : "DANE-TA";
+  } else {
+    probe.verification = verify != X509_V_OK ? verify_error(verify) : std::string("TLS peer not DANE-authenticated");
+  }
+}
+
 class Attempt : public std::enable_shared_from_this<Attempt> {
  public:
   Attempt(const asio::any_io_executor& executor, const asio::ip::tcp::endpoint& server,
@@ -158,6 +228,12 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
         read_buffer_(new char[kReadBufferSize]) {}
 
   asio::awaitable<Outcome> run();
+  // mxgate probe: fill *probe, stop before MAIL, complete DANE handshakes
+  // whatever the verification result (it is reported, not enforced).
+  void set_probe(ProbeResult* probe) {
+    probe_ = probe;
+    session_.stop_before_mail();
+  }
 
  private:
   asio::awaitable<void> watchdog();
@@ -189,6 +265,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   std::string io_failure_;  // why the last read or write failed
   std::string tls_summary_ = "cleartext";
   bool handshake_failed_ = false;
+  ProbeResult* probe_ = nullptr;
 };
 
 void Attempt::arm(Clock::duration timeout) {
@@ -331,7 +408,7 @@ asio::awaitable<bool> Attempt::handshake() {
         session_.tls_failed("no usable TLSA records");
         co_return false;
       }
-      SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+      SSL_set_verify(ssl, SSL_VERIFY_PEER, probe_ ? accept_any : nullptr);
       break;
     }
     case Mode::cleartext:
@@ -346,13 +423,12 @@ asio::awaitable<bool> Attempt::handshake() {
   co_await tls_->async_handshake(asio::ssl::stream_base::client,
                                  asio::redirect_error(asio::use_awaitable, ec));
   const long verify = SSL_get_verify_result(ssl);
+  if (probe_ && !ec) record_probe(*probe_, ssl, tls_requirement_.mode, verify);
   const bool authenticated = tls_requirement_.mode == Mode::verify || tls_requirement_.mode == Mode::dane;
   if (ec) {
     std::string error;
     if (authenticated && verify != X509_V_OK) {
-      error = verify == X509_V_ERR_DANE_NO_MATCH
-                  ? std::string("TLSA mismatch")
-                  : std::string("certificate verification failed: ") + X509_verify_cert_error_string(verify);
+      error = verify_error(verify);
       ERR_clear_error();
     } else {
       error = "TLS handshake failed: " + io_error(ec);
@@ -369,7 +445,7 @@ asio::awaitable<bool> Attempt::handshake() {
     std::uint8_t usage = 255;
     if (SSL_get0_dane_authority(ssl, nullptr, nullptr) < 0 ||
         SSL_get0_dane_tlsa(ssl, &usage, nullptr, nullptr, nullptr, nullptr) < 0 || verify != X509_V_OK) {
-      session_.tls_failed("TLS peer not DANE-authenticated");
+      session_.tls_failed(verify != X509_V_OK ? verify_error(verify) : std::string("TLS peer not DANE-authenticated"));
       co_return false;
     }
     kind = usage == 3 ? "verified TLS (DANE-EE)" : "verified TLS (DANE-TA)";
@@ -411,6 +487,7 @@ asio::awaitable<Outcome> Attempt::run() {
     co_return failed;
   }
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (probe_) probe_->connected = true;
 
   SmtpClientSession::Step step = session_.start();
   for (;;) {
@@ -430,7 +507,9 @@ asio::awaitable<Outcome> Attempt::run() {
       session_.connection_lost(io_failure_);
       break;
     }
+    if (probe_ && probe_->greeting.empty()) probe_->greeting = reply->text();
     step = session_.on_reply(*reply);
+    if (probe_ && !session_.tls_active()) probe_->starttls_offered = session_.extensions().starttls;
   }
   finish();
 
@@ -462,6 +541,27 @@ asio::awaitable<AttemptResult> deliver_over_smtp(const asio::ip::tcp::endpoint& 
     outcome = co_await retry->run();
   }
   co_return std::move(outcome.result);
+}
+
+asio::awaitable<ProbeResult> probe_smtp(const asio::ip::tcp::endpoint& server, const ClientSettings& settings,
+                                        const TlsRequirement& tls) {
+  static const queue::Envelope kNoEnvelope{};
+  static const std::string kNoContent;
+  static const std::vector<std::string> kNoRecipients;
+  const auto executor = co_await asio::this_coro::executor;
+  ProbeResult probe;
+  auto attempt = std::make_shared<Attempt>(executor, server, settings, tls, kNoEnvelope, kNoContent, kNoRecipients);
+  attempt->set_probe(&probe);
+  Outcome outcome = co_await attempt->run();
+  probe.error = outcome.result.error;
+  probe.tls_summary = outcome.result.tls_summary;
+  if (!probe.tls && probe.verification.empty()) {
+    if (tls.mode == Mode::dane && !probe.error.empty() && probe.connected)
+      probe.verification = probe.error;
+    else
+      probe.verification = "not attempted (no TLS)";
+  }
+  co_return probe;
 }
 
 }  // namespace mxgate::delivery

@@ -55,4 +55,30 @@ asio::awaitable<AttemptResult> deliver_over_smtp(const asio::ip::tcp::endpoint& 
                                                  const std::string& content,
                                                  const std::vector<std::string>& recipients);
 
+// mxgate probe: one connection that goes as far as the EHLO after STARTTLS
+// (or the first EHLO without TLS) and says QUIT; it never sends MAIL.
+struct ProbeResult {
+  bool connected = false;
+  std::string greeting;          // the greeting reply, e.g. "220 mx.example ESMTP"
+  bool starttls_offered = false; // in the cleartext EHLO reply
+  bool tls = false;              // the handshake completed
+  std::string tls_version;       // "TLSv1.3"
+  std::string cipher;            // "TLS_AES_256_GCM_SHA384"
+  std::string peer_subject;      // RFC 2253 form
+  std::string peer_issuer;
+  std::string peer_spki_sha256;  // hex SHA-256 of the SubjectPublicKeyInfo
+  bool dane_verified = false;
+  // "DANE-EE" or "DANE-TA" when verified; else why not: "TLSA mismatch",
+  // "certificate verification failed: ...", "not attempted (...)"
+  std::string verification;
+  std::string error;             // why the dialogue failed, empty when it went to QUIT
+  std::string tls_summary;       // as AttemptResult::tls_summary
+};
+
+// Probes one server address with the given TLS requirement.  With
+// Mode::dane the handshake completes even when verification fails, so the
+// peer's certificate is reported either way.
+asio::awaitable<ProbeResult> probe_smtp(const asio::ip::tcp::endpoint& server, const ClientSettings& settings,
+                                        const TlsRequirement& tls);
+
 }  // namespace mxgate::delivery

@@ -210,6 +210,7 @@ std::string SmtpClientSession::rcpt_command(std::size_t index) const {
 
 SmtpClientSession::Step SmtpClientSession::begin_transaction() {
   state_ = State::transaction;
+  if (stop_before_mail_) return quit();
   if (txn_.smtputf8 && !ext_.smtputf8) {
     set_all(553, "553 5.6.7 SMTPUTF8 not supported by " + settings_.server_name);
     return quit();

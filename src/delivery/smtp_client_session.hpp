@@ -115,6 +115,8 @@ class SmtpClientSession {
 
   Wait waiting_for() const;
   bool tls_active() const { return tls_active_; }
+  // mxgate probe: QUIT where the transaction would begin (no MAIL is sent).
+  void stop_before_mail() { stop_before_mail_ = true; }
   const Extensions& extensions() const { return ext_; }
   // True once every recipient has its final answer (or the attempt failed):
   // only QUIT may still be pending.
@@ -166,6 +168,7 @@ class SmtpClientSession {
   std::vector<std::optional<RecipientResult>> results_;
   bool empty_data_sent_ = false;  // 354 although nothing was accepted: an empty message was ended
   bool connection_failed_ = false;
+  bool stop_before_mail_ = false;
   std::string error_;
 };
 
