@@ -654,19 +654,9 @@ Result<Config> load_file(const fs::path& file) {
   const fs::path absolute = fs::absolute(file, ec);
   if (ec) return make_error("cannot read " + file.string() + ": " + ec.message());
 
-  UniqueFd fd(::open(absolute.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd.valid()) return make_error("cannot read " + file.string() + ": " + errno_text(errno));
   std::string text;
-  char buffer[16384];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return make_error("cannot read " + file.string() + ": " + errno_text(errno));
-    }
-    text.append(buffer, static_cast<std::size_t>(n));
-  }
+  if (const int err = read_file(absolute, text); err != 0)
+    return make_error("cannot read " + file.string() + ": " + errno_text(err));
 
   auto config = parse(text, absolute.parent_path());
   if (config) config->source = absolute;

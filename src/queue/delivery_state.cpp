@@ -67,21 +67,10 @@ std::optional<RecipientState::Status> parse_status(std::string_view name) {
 
 // The whole file, or nullopt when it does not exist.
 Result<std::optional<std::string>> read_whole(const fs::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return std::optional<std::string>();
-    return errno_error("open", path, errno);
-  }
   std::string bytes;
-  char buffer[16384];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error("read", path, errno);
-    }
-    bytes.append(buffer, static_cast<std::size_t>(n));
+  if (const int err = read_file(path, bytes); err != 0) {
+    if (err == ENOENT) return std::optional<std::string>();
+    return errno_error("read", path, err);
   }
   return std::optional<std::string>(std::move(bytes));
 }

@@ -174,16 +174,7 @@ Result<std::string> Spool::read(std::string_view id) const {
 
   std::string bytes;
   bytes.reserve(static_cast<std::size_t>(st.st_size));
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error("read", path, errno);
-    }
-    bytes.append(buffer, static_cast<std::size_t>(n));
-  }
+  if (const int err = read_all(fd.get(), bytes); err != 0) return errno_error("read", path, err);
   return bytes;
 }
 

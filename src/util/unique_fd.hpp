@@ -79,6 +79,27 @@ inline int write_all(int fd, std::string_view data) {
   return 0;
 }
 
+// Appends everything fd holds to out, resuming after EINTR.  Returns 0 or errno.
+inline int read_all(int fd, std::string& out) {
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n == 0) return 0;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+// The whole file at path: 0 or errno (ENOENT when it does not exist).
+inline int read_file(const std::filesystem::path& path, std::string& out) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd.valid()) return errno;
+  return read_all(fd.get(), out);
+}
+
 // fsync(2) of a directory makes a rename or unlink in it durable.  Returns 0 or errno.
 inline int fsync_directory(const std::filesystem::path& dir) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
