@@ -3,7 +3,7 @@
 //
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 //       -Isrc tests/fuzz/session_fuzz.cpp src/smtp/session.cpp src/smtp/address.cpp \
-//       src/smtp/message_framing.cpp src/smtp/received_header.cpp src/smtp/reply.cpp \
+//       src/smtp/message_framing.cpp src/smtp/received_header.cpp src/smtp/reply.cpp src/smtp/relay_policy.cpp \
 //       -o /tmp/session_fuzz
 //   mkdir -p /tmp/session_corpus && /tmp/session_fuzz -max_total_time=60 /tmp/session_corpus
 //
