@@ -21,6 +21,11 @@
 namespace mxgate::delivery {
 namespace {
 
+// Connection reuse (Postfix scache): an idle connection is kept this long,
+// at most this many per destination address and TLS requirement.
+constexpr std::chrono::seconds kConnectionMaxIdle{5};
+constexpr std::size_t kConnectionsPerKey = 4;
+
 std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
 std::string lower(std::string_view text) {
@@ -79,18 +84,22 @@ Scheduler::Scheduler(const config::Config& config, queue::Spool spool)
     : config_(config),
       spool_(std::move(spool)),
       io_(std::make_unique<asio::io_context>(1)),
-      parallel_(config.delivery.max_parallel),
-      rng_(std::random_device{}()) {
+      rng_(std::random_device{}()),
+      parallel_(config.delivery.max_parallel) {
   retry_.initial = config.queue.retry_initial;
   retry_.max_interval = config.queue.retry_max;
   retry_.max_lifetime = config.queue.max_lifetime;
   client_.helo_name = config.hostname;
+  connections_ = std::make_unique<ConnectionCache>(io_->get_executor(), kConnectionMaxIdle, kConnectionsPerKey);
 }
 
 Scheduler::~Scheduler() {
   stop();
-  // Coroutine frames still suspended are destroyed with the io_context,
-  // while the resolver and spool they refer to are still alive.
+  connections_.reset();  // its sockets belong to the io_context
+  // The resolver's descriptor belongs to the io_context too, so it goes
+  // first; it fails whatever lookups are pending instead of touching them.
+  // Coroutine frames still suspended are destroyed with the io_context.
+  resolver_.reset();
   io_.reset();
 }
 
@@ -128,6 +137,7 @@ void Scheduler::stop() {
   asio::post(*io_, [this] { stopping_ = true; });
   io_->stop();
   thread_.join();
+  connections_->close_all();
 }
 
 asio::awaitable<void> Scheduler::run_message(std::string id) {
@@ -305,7 +315,7 @@ asio::awaitable<void> Scheduler::deliver_over_network(Attempt& attempt, const Gr
       const asio::ip::tcp::endpoint endpoint(address, candidate.port);
       const AttemptResult result = co_await deliver_over_smtp(endpoint, client_, decision.requirement,
                                                               attempt.message.envelope, attempt.message.content,
-                                                              recipients);
+                                                              recipients, connections_.get());
       std::string relay = candidate.host + "[" + address.to_string() + "]:" + std::to_string(candidate.port);
       // A connection that failed before any mail moved says what TLS it had
       // reached, never "cleartext" (nothing was sent in the clear).

@@ -67,6 +67,9 @@ class Scheduler {
   ClientSettings client_;
   std::unique_ptr<asio::io_context> io_;
   std::unique_ptr<dns::Resolver> resolver_;
+  // Idle outbound connections for reuse; used only on the delivery thread
+  // (closed in stop() after the thread has ended).
+  std::unique_ptr<ConnectionCache> connections_;
   std::mt19937 rng_;
   std::set<std::string> active_;                     // messages with a running coroutine
   std::map<std::string, asio::steady_timer*> sleeping_;  // waiting for their next attempt

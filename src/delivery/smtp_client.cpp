@@ -123,11 +123,6 @@ SmtpClientSession::TlsUse tls_use(Mode mode) {
   return SmtpClientSession::TlsUse::required;
 }
 
-struct Outcome {
-  AttemptResult result;
-  bool handshake_failed = false;  // the TLS handshake itself failed (not a policy refusal before it)
-};
-
 // ---------------------------------------------------------------------------
 // One connection attempt.
 
@@ -210,6 +205,17 @@ void record_probe(ProbeResult& probe, SSL* ssl, Mode mode, long verify) {
   }
 }
 
+}  // namespace
+
+namespace client_detail {
+
+struct Outcome {
+  AttemptResult result;
+  bool handshake_failed = false;  // the TLS handshake itself failed (not a policy refusal before it)
+  bool parked = false;            // the connection is open and may be cached (no QUIT sent)
+  bool stale = false;             // a reused connection was dead before any content was sent
+};
+
 class Attempt : public std::enable_shared_from_this<Attempt> {
  public:
   Attempt(const asio::any_io_executor& executor, const asio::ip::tcp::endpoint& server,
@@ -228,6 +234,16 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
         read_buffer_(new char[kReadBufferSize]) {}
 
   asio::awaitable<Outcome> run();
+  // Connection reuse: a new transaction on this parked connection.
+  asio::awaitable<Outcome> reuse(const queue::Envelope& envelope, const std::string& content,
+                                 const std::vector<std::string>& recipients);
+  // When the transaction ends cleanly, keep the connection open (no QUIT).
+  void allow_parking(bool allow) { may_park_ = allow; }
+  bool closed() const { return done_ || expired_; }
+  // A parked connection's end: QUIT, its reply (or a timeout), close.
+  asio::awaitable<void> quit_and_close();
+  // The same without waiting, for when the event loop no longer runs.
+  void close_now();
   // mxgate probe: fill *probe, stop before MAIL, complete DANE handshakes
   // whatever the verification result (it is reported, not enforced).
   void set_probe(ProbeResult* probe) {
@@ -244,11 +260,12 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   asio::awaitable<std::optional<ServerReply>> read_reply(Clock::duration timeout);
   asio::awaitable<bool> handshake();
   Clock::duration timeout_for(SmtpClientSession::Wait wait) const;
+  asio::awaitable<Outcome> converse(SmtpClientSession::Step& step);
   std::string io_error(const asio::error_code& ec) const;
   void finish();
 
-  const ClientSettings& settings_;
-  const TlsRequirement& tls_requirement_;
+  const ClientSettings settings_;        // copies: a parked connection outlives the caller's
+  const TlsRequirement tls_requirement_;
   asio::ip::tcp::endpoint server_;
   asio::ip::tcp::socket socket_;                     // moved into tls_ at the handshake
   std::shared_ptr<asio::ssl::context> tls_context_;  // outlives tls_
@@ -266,6 +283,8 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   std::string tls_summary_ = "cleartext";
   bool handshake_failed_ = false;
   ProbeResult* probe_ = nullptr;
+  bool may_park_ = false;
+  bool reused_ = false;
 };
 
 void Attempt::arm(Clock::duration timeout) {
@@ -490,7 +509,20 @@ asio::awaitable<Outcome> Attempt::run() {
   if (probe_) probe_->connected = true;
 
   SmtpClientSession::Step step = session_.start();
+  Outcome outcome = co_await converse(step);
+  co_return outcome;
+}
+
+asio::awaitable<Outcome> Attempt::converse(SmtpClientSession::Step& step) {
+  auto self = shared_from_this();
+  bool parked = false;
   for (;;) {
+    // Connection reuse: instead of QUIT, the connection is handed back open.
+    if (may_park_ && session_.reusable() && !parser_.has_reply() && parser_.buffered() == 0 && !closed()) {
+      parked = true;
+      deadline_ = Clock::time_point::max();  // idle: the cache decides when it ends
+      break;
+    }
     if (!step.output.empty() && !co_await write_step(step)) {
       session_.connection_lost(io_failure_);
       break;
@@ -511,23 +543,189 @@ asio::awaitable<Outcome> Attempt::run() {
     step = session_.on_reply(*reply);
     if (probe_ && !session_.tls_active()) probe_->starttls_offered = session_.extensions().starttls;
   }
-  finish();
+  if (!parked) finish();
 
   Outcome outcome;
   outcome.result = session_.result();
   outcome.result.tls_summary = tls_summary_;
   outcome.handshake_failed = handshake_failed_;
+  outcome.parked = parked;
+  if (reused_ && !parked && !session_.content_sent()) {
+    // A parked connection the server has closed (EOF, write error) or is
+    // closing (421): nothing was delivered, so a new connection may try again.
+    bool all_421 = !outcome.result.recipients.empty();
+    for (const auto& r : outcome.result.recipients) all_421 = all_421 && r.code == 421;
+    outcome.stale = outcome.result.connection_failed || all_421;
+  }
   co_return outcome;
 }
 
+asio::awaitable<Outcome> Attempt::reuse(const queue::Envelope& envelope, const std::string& content,
+                                        const std::vector<std::string>& recipients) {
+  auto self = shared_from_this();
+  const Extensions extensions = session_.extensions();
+  const bool tls_active = session_.tls_active();
+  session_ = SmtpClientSession(
+      SmtpClientSession::Settings{settings_.helo_name, server_name(server_, tls_requirement_),
+                                  tls_use(tls_requirement_.mode)},
+      SmtpClientSession::Transaction{envelope.sender, recipients, envelope.smtputf8, envelope.body_8bitmime,
+                                     content.size()},
+      content);
+  reused_ = true;
+  io_failure_.clear();
+  SmtpClientSession::Step step = session_.resume(extensions, tls_active);
+  Outcome outcome = co_await converse(step);
+  co_return outcome;
+}
+
+asio::awaitable<void> Attempt::quit_and_close() {
+  auto self = shared_from_this();
+  if (done_) co_return;
+  const std::string_view quit = "QUIT\r\n";
+  const Clock::duration timeout = std::min<Clock::duration>(settings_.command_timeout, kQuitTimeout);
+  arm(timeout);
+  if (!closed() && co_await write_all(quit)) {
+    std::optional<ServerReply> reply = co_await read_reply(timeout);
+    (void)reply;
+  }
+  finish();
+}
+
+void Attempt::close_now() {
+  if (done_) return;
+  const std::string_view quit = "QUIT\r\n";
+  asio::error_code ec;
+  if (tls_) {
+    asio::write(*tls_, asio::buffer(quit), ec);
+  } else {
+    asio::write(socket_, asio::buffer(quit), ec);
+  }
+  finish();
+}
+
+}  // namespace client_detail
+
+namespace {
+using client_detail::Attempt;
+using client_detail::Outcome;
 }  // namespace
+
+ConnectionCache::ConnectionCache(const asio::any_io_executor& executor, Clock::duration max_idle,
+                                 std::size_t max_per_key)
+    : max_idle_(max_idle), max_per_key_(max_per_key), timer_(executor) {}
+
+ConnectionCache::~ConnectionCache() { close_all(); }
+
+std::size_t ConnectionCache::size() const {
+  std::size_t n = 0;
+  for (const auto& [key, list] : entries_) n += list.size();
+  return n;
+}
+
+std::shared_ptr<Attempt> ConnectionCache::take(const std::string& key) {
+  const auto it = entries_.find(key);
+  if (it == entries_.end()) return nullptr;
+  std::shared_ptr<Attempt> found;
+  const auto now = Clock::now();
+  while (!found && !it->second.empty()) {
+    Entry entry = std::move(it->second.back());
+    it->second.pop_back();
+    if (!entry.connection->closed() && entry.expires > now) {
+      found = std::move(entry.connection);
+    } else if (!entry.connection->closed()) {
+      asio::co_spawn(timer_.get_executor(), entry.connection->quit_and_close(), asio::detached);
+    }
+  }
+  if (it->second.empty()) entries_.erase(it);
+  return found;
+}
+
+void ConnectionCache::park(const std::string& key, std::shared_ptr<Attempt> connection) {
+  if (!connection || connection->closed()) return;
+  auto& list = entries_[key];
+  if (list.size() >= max_per_key_ || max_idle_ <= Clock::duration::zero()) {
+    asio::co_spawn(timer_.get_executor(), connection->quit_and_close(), asio::detached);
+    if (list.empty()) entries_.erase(key);
+    return;
+  }
+  list.push_back(Entry{std::move(connection), Clock::now() + max_idle_});
+  schedule_sweep();
+}
+
+void ConnectionCache::schedule_sweep() {
+  if (timer_armed_) return;
+  auto earliest = Clock::time_point::max();
+  for (const auto& [key, list] : entries_)
+    if (!list.empty()) earliest = std::min(earliest, list.front().expires);
+  if (earliest == Clock::time_point::max()) return;
+  timer_armed_ = true;
+  timer_.expires_at(earliest);
+  timer_.async_wait([this](const asio::error_code& ec) {
+    if (ec == asio::error::operation_aborted) return;
+    timer_armed_ = false;
+    sweep();
+  });
+}
+
+void ConnectionCache::sweep() {
+  const auto now = Clock::now();
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    auto& list = it->second;
+    while (!list.empty() && (list.front().expires <= now || list.front().connection->closed())) {
+      if (!list.front().connection->closed())
+        asio::co_spawn(timer_.get_executor(), list.front().connection->quit_and_close(), asio::detached);
+      list.erase(list.begin());
+    }
+    it = list.empty() ? entries_.erase(it) : std::next(it);
+  }
+  schedule_sweep();
+}
+
+void ConnectionCache::close_all() {
+  timer_armed_ = false;
+  timer_.cancel();
+  auto entries = std::move(entries_);
+  entries_.clear();
+  for (auto& [key, list] : entries)
+    for (auto& entry : list) entry.connection->close_now();
+}
+
+std::string connection_cache_key(const asio::ip::tcp::endpoint& server, const TlsRequirement& tls) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string key = endpoint_text(server) + " mode=" + std::to_string(static_cast<int>(tls.mode)) +
+                    " host=" + tls.host + " tlsa=";
+  for (const auto& r : tls.tlsa) {
+    key += std::to_string(r.usage) + "." + std::to_string(r.selector) + "." + std::to_string(r.matching_type) + ":";
+    for (const std::uint8_t b : r.data) {
+      key += kHex[b >> 4];
+      key += kHex[b & 0xf];
+    }
+    key += ",";
+  }
+  return key;
+}
 
 asio::awaitable<AttemptResult> deliver_over_smtp(const asio::ip::tcp::endpoint& server,
                                                  const ClientSettings& settings, const TlsRequirement& tls,
                                                  const queue::Envelope& envelope, const std::string& content,
-                                                 const std::vector<std::string>& recipients) {
+                                                 const std::vector<std::string>& recipients,
+                                                 ConnectionCache* cache) {
   const auto executor = co_await asio::this_coro::executor;
+  const std::string key = cache ? connection_cache_key(server, tls) : std::string();
+  if (cache) {
+    while (std::shared_ptr<Attempt> parked = cache->take(key)) {
+      Outcome reused = co_await parked->reuse(envelope, content, recipients);
+      if (reused.stale) {
+        log_line("smtp client: server=" + endpoint_text(server) + ": cached connection unusable (" +
+                 reused.result.error + "), connecting anew");
+        continue;
+      }
+      if (reused.parked) cache->park(key, parked);
+      co_return std::move(reused.result);
+    }
+  }
   auto attempt = std::make_shared<Attempt>(executor, server, settings, tls, envelope, content, recipients);
+  attempt->allow_parking(cache != nullptr);
   Outcome outcome = co_await attempt->run();
   if (outcome.handshake_failed && tls.mode == Mode::opportunistic) {
     // Postfix "may": a failed handshake is retried in cleartext on a new connection.
@@ -538,8 +736,11 @@ asio::awaitable<AttemptResult> deliver_over_smtp(const asio::ip::tcp::endpoint& 
              ": retrying in cleartext after: " + outcome.result.error);
     auto retry =
         std::make_shared<Attempt>(executor, server, settings, cleartext, envelope, content, recipients);
+    retry->allow_parking(cache != nullptr);
     outcome = co_await retry->run();
+    attempt = retry;
   }
+  if (outcome.parked) cache->park(key, attempt);
   co_return std::move(outcome.result);
 }
 

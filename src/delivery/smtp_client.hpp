@@ -9,7 +9,10 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
 #include <chrono>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,13 +50,62 @@ struct AttemptResult {
   std::string tls_summary;
 };
 
+namespace client_detail {
+class Attempt;
+}
+
+// Connection reuse (as Postfix's scache): after a transaction that ended
+// cleanly the connection is parked here instead of saying QUIT, keyed by
+// the server address and port and the TLS requirement (mode, host, TLSA
+// records); the next delivery with the same key starts with MAIL on it.
+// A parked connection is closed (with QUIT) after max_idle, or by
+// close_all().  Single-threaded: used only on the executor given.
+class ConnectionCache {
+ public:
+  ConnectionCache(const asio::any_io_executor& executor, std::chrono::steady_clock::duration max_idle,
+                  std::size_t max_per_key);
+  ~ConnectionCache();
+  ConnectionCache(const ConnectionCache&) = delete;
+  ConnectionCache& operator=(const ConnectionCache&) = delete;
+
+  // The most recently parked live connection for key, or null.
+  std::shared_ptr<client_detail::Attempt> take(const std::string& key);
+  // Parks connection under key; over max_per_key it is closed with QUIT instead.
+  void park(const std::string& key, std::shared_ptr<client_detail::Attempt> connection);
+  // Closes every parked connection (QUIT written without waiting for its
+  // reply); for when the event loop has stopped.
+  void close_all();
+  std::size_t size() const;
+
+ private:
+  struct Entry {
+    std::shared_ptr<client_detail::Attempt> connection;
+    std::chrono::steady_clock::time_point expires;
+  };
+  void schedule_sweep();
+  void sweep();
+
+  std::chrono::steady_clock::duration max_idle_;
+  std::size_t max_per_key_;
+  asio::steady_timer timer_;
+  bool timer_armed_ = false;
+  std::map<std::string, std::vector<Entry>> entries_;  // oldest first
+};
+
+// The cache key: "address:port" and the TLS requirement.
+std::string connection_cache_key(const asio::ip::tcp::endpoint& server, const TlsRequirement& tls);
+
 // Delivers one message to one server address for the given recipients.
+// With a cache, a parked connection for the same key is used first (a dead
+// one is closed and a new connection made, transparently), and a connection
+// whose transaction ended cleanly is parked instead of saying QUIT.
 asio::awaitable<AttemptResult> deliver_over_smtp(const asio::ip::tcp::endpoint& server,
                                                  const ClientSettings& settings,
                                                  const TlsRequirement& tls,
                                                  const queue::Envelope& envelope,
                                                  const std::string& content,
-                                                 const std::vector<std::string>& recipients);
+                                                 const std::vector<std::string>& recipients,
+                                                 ConnectionCache* cache = nullptr);
 
 // mxgate probe: one connection that goes as far as the EHLO after STARTTLS
 // (or the first EHLO without TLS) and says QUIT; it never sends MAIL.

@@ -110,6 +110,12 @@ SmtpClientSession::Step SmtpClientSession::start() {
   return Step{};
 }
 
+SmtpClientSession::Step SmtpClientSession::resume(const Extensions& extensions, bool tls_active) {
+  ext_ = extensions;
+  tls_active_ = tls_active;
+  return begin_transaction();
+}
+
 SmtpClientSession::Step SmtpClientSession::on_reply(const ServerReply& reply) {
   switch (state_) {
     case State::greeting:
@@ -315,6 +321,7 @@ SmtpClientSession::Step SmtpClientSession::on_transaction_reply(const ServerRepl
 
 SmtpClientSession::Step SmtpClientSession::send_content() {
   state_ = State::content;
+  content_sent_ = true;
   return Step{frame_data(content_), true, Next::read_reply};
 }
 
@@ -322,6 +329,7 @@ SmtpClientSession::Step SmtpClientSession::on_content_reply(const ServerReply& r
   if (empty_data_sent_) return quit();
   if (reply.intermediate()) return protocol_error("end of data", reply);
   set_accepted(reply);
+  transaction_done_ = reply.code != 421;  // 421: the server is closing the connection
   return quit();
 }
 

@@ -122,6 +122,16 @@ class SmtpClientSession {
   // only QUIT may still be pending.
   bool finished() const { return state_ == State::quit || state_ == State::closed; }
 
+  // Connection reuse (src/delivery/smtp_client.cpp ConnectionCache): a new
+  // transaction on a connection whose previous session ended cleanly; the
+  // hello and STARTTLS are not repeated, MAIL is the first command.
+  Step resume(const Extensions& extensions, bool tls_active);
+  // The transaction ended with the reply to end of data, nothing failed, and
+  // only QUIT is pending: the connection may be kept for another transaction.
+  bool reusable() const { return state_ == State::quit && !connection_failed_ && transaction_done_; }
+  // The message content (or any part of it) was sent.
+  bool content_sent() const { return content_sent_; }
+
   // The outcome so far; recipients in the order given, only those with a final answer.
   AttemptResult result() const;
 
@@ -169,6 +179,8 @@ class SmtpClientSession {
   bool empty_data_sent_ = false;  // 354 although nothing was accepted: an empty message was ended
   bool connection_failed_ = false;
   bool stop_before_mail_ = false;
+  bool transaction_done_ = false;
+  bool content_sent_ = false;
   std::string error_;
 };
 

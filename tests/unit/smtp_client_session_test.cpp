@@ -622,3 +622,72 @@ TEST(SmtpClientFraming, RoundTripsThroughTheServerDecoder) {
 
 }  // namespace
 }  // namespace mxgate::delivery
+
+// --- connection reuse: a parked session's state carried into a new transaction
+
+namespace mxgate::delivery {
+namespace {
+
+TEST(SmtpClientSessionReuse, ReusableOnlyAfterACompletedTransaction) {
+  Dialogue d;
+  EXPECT_EQ(d.hello(kEhloTls), "MAIL FROM:<s@example.org> SIZE=" + std::to_string(kContent.size()) +
+                                  "\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
+  EXPECT_FALSE(d.session().reusable());
+  EXPECT_EQ(d.reply("250 2.1.0 Ok\r\n"), "");
+  EXPECT_EQ(d.reply("250 2.1.5 Ok\r\n"), "");
+  EXPECT_FALSE(d.session().content_sent());
+  EXPECT_EQ(d.reply("354 go ahead\r\n"), kFramed);
+  EXPECT_TRUE(d.session().content_sent());
+  EXPECT_FALSE(d.session().reusable());
+  EXPECT_EQ(d.reply("250 2.0.0 Ok: queued as A\r\n"), "QUIT\r\n");
+  EXPECT_TRUE(d.session().reusable());
+
+  // The next transaction on the same connection starts with MAIL (pipelined,
+  // as the EHLO reply allowed), with no greeting, EHLO or STARTTLS.
+  SmtpClientSession next({"client.example.org", "mx.example.test", TlsUse::required}, txn({"b@example.test"}),
+                         kContent);
+  auto step = next.resume(d.session().extensions(), true);
+  EXPECT_EQ(step.output, "MAIL FROM:<s@example.org> SIZE=" + std::to_string(kContent.size()) +
+                             "\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+  EXPECT_TRUE(next.tls_active());
+  step = next.on_reply(parse("250 2.1.0 Ok\r\n"));
+  step = next.on_reply(parse("250 2.1.5 Ok\r\n"));
+  step = next.on_reply(parse("354 go ahead\r\n"));
+  EXPECT_EQ(step.output, kFramed);
+  step = next.on_reply(parse("250 2.0.0 Ok: queued as B\r\n"));
+  EXPECT_EQ(step.output, "QUIT\r\n");
+  EXPECT_TRUE(next.reusable());
+  expect_results(next.result(), {{"b@example.test", 250, "250 2.0.0 Ok: queued as B"}});
+}
+
+TEST(SmtpClientSessionReuse, NotReusableAfterRefusalsOr421) {
+  {
+    Dialogue d;  // every recipient refused: no content, the transaction is left open
+    d.hello(kEhloTls);
+    d.reply("250 2.1.0 Ok\r\n");
+    d.reply("550 5.1.1 No such user\r\n");
+    EXPECT_EQ(d.reply("554 5.5.1 No valid recipients\r\n"), "QUIT\r\n");
+    EXPECT_FALSE(d.session().reusable());
+  }
+  {
+    Dialogue d;  // 421 to end of data: the server is closing
+    d.hello(kEhloTls);
+    d.reply("250 2.1.0 Ok\r\n");
+    d.reply("250 2.1.5 Ok\r\n");
+    d.reply("354 go ahead\r\n");
+    EXPECT_EQ(d.reply("421 4.3.0 Closing\r\n"), "QUIT\r\n");
+    EXPECT_FALSE(d.session().reusable());
+  }
+  {
+    // A dead parked connection: EOF while waiting for the reply to MAIL.
+    SmtpClientSession next({"client.example.org", "mx.example.test", TlsUse::none}, txn(), kContent);
+    next.resume(parse_ehlo(parse(kEhloPlain)), false);
+    next.connection_lost("connection closed");
+    EXPECT_TRUE(next.result().connection_failed);
+    EXPECT_FALSE(next.content_sent());
+    EXPECT_FALSE(next.reusable());
+  }
+}
+
+}  // namespace
+}  // namespace mxgate::delivery
