@@ -5,7 +5,7 @@ its own address, every receiver listens on the same port P there).
   * LoopbackMxgate: an mxgate (harness MxgateServer) whose listeners may be on
     any 127.0.0.0/8 address, with extra TOML appended (the DNS bed's [dns]),
     and the `mxgate queue ...` command line and its delivery log lines.
-  * FakeSmtpServer: a scripted SMTP receiver on a raw socket (a real dialogue:
+  * ScriptedSmtpServer: a scripted SMTP receiver on a raw socket (a real dialogue:
     greeting, EHLO, MAIL, RCPT, DATA, QUIT) whose RCPT replies come from a
     callback; it records every transaction.
   * StartTlsStripper: a man-in-the-middle TCP relay that removes STARTTLS from
@@ -49,10 +49,10 @@ def is_loopback(address: str) -> bool:
 
 
 def port_free_everywhere() -> int:
-    """A TCP port nothing listens on, on any address (bound on the wildcard
-    a moment ago), so that every 127.0.0.x can use it."""
+    """A TCP port nothing listens on (bound on 127.0.0.1 a moment ago, which
+    also fails when a wildcard listener holds it), for every 127.0.0.x."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("0.0.0.0", 0))
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
@@ -158,13 +158,13 @@ class LoopbackMxgate(h.MxgateServer):
 # A scripted SMTP receiver
 
 
-class FakeSmtpServer:
+class ScriptedSmtpServer:
     """Listens on address:port; each RCPT is answered rcpt_reply(address, n)
     where n counts the RCPTs for that address so far (1 for the first).
     transactions: one dict per accepted DATA (sender, recipients, data)."""
 
     def __init__(self, address: str, port: int, rcpt_reply: Callable[[str, int], str],
-                 name: str = "fake.test"):
+                 name: str = "scripted.test"):
         assert is_loopback(address)
         self.name = name
         self.rcpt_reply = rcpt_reply
@@ -217,7 +217,7 @@ class FakeSmtpServer:
             conn.sendall(text.encode() + b"\r\n")
 
         try:
-            say(f"220 {self.name} ESMTP fake")
+            say(f"220 {self.name} ESMTP scripted")
             sender, rcpts = None, []
             while True:
                 cmd = line()

@@ -150,7 +150,7 @@ class CustomZones(unittest.TestCase):
 
     def test_tamper_that_matches_nothing_raises(self):
         bed = dnsbed.DnsBed(self.tmp / "bed", zones={"t.example": {"records": ["@ MX 1 mx"],
-                                                                   "tamper": ("IN A 10.9.9.9", "x")}})
+                                                                   "tamper": ("IN A 198.51.100.9", "x")}})
         self.addCleanup(bed.close)
         with self.assertRaisesRegex(ValueError, "tamper"):
             bed.start()

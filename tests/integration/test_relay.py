@@ -168,8 +168,8 @@ class RelayTest(unittest.TestCase):
             server.start()
         return server
 
-    def fake_server(self, address: str, rcpt_reply) -> rh.FakeSmtpServer:
-        server = rh.FakeSmtpServer(address, self.port, rcpt_reply)
+    def scripted_server(self, address: str, rcpt_reply) -> rh.ScriptedSmtpServer:
+        server = rh.ScriptedSmtpServer(address, self.port, rcpt_reply)
         self.addCleanup(server.close)
         return server
 
@@ -376,7 +376,7 @@ class RelayTest(unittest.TestCase):
 
     def test_08_4xx_is_retried_until_accepted(self):
         state = {"accept": False}
-        fake = self.fake_server(
+        scripted = self.scripted_server(
             "127.0.0.12",
             lambda rcpt, n: "250 2.1.5 Ok" if state["accept"] else f"451 4.7.1 <{rcpt}>: try again later")
         sender = self.start_sender(tls="dane")
@@ -395,7 +395,7 @@ class RelayTest(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(attempts_seen, sorted(attempts_seen), "attempts went down")
         self.assertQueued(sender, qid, rcpt, r"^451 4\.7\.1 <user@retry\.test>: try again later$", min_attempts=2)
-        self.assertEqual(fake.transactions, [])
+        self.assertEqual(scripted.transactions, [])
 
         state["accept"] = True
         sender.wait_deliveries(qid, 1, predicate=lambda m: m["status"] == "sent")
@@ -408,15 +408,15 @@ class RelayTest(unittest.TestCase):
                                r"^451 4\.7\.1 <user@retry\.test>: try again later$", r"^cleartext$", rcpt)
         self.assertAttempt(sent, "mx.retry.test", "127.0.0.12", "dane", "sent",
                            r"^250 2\.0\.0 Ok: queued as FAKE1$", r"^cleartext$", rcpt)
-        self.assertEqual(fake.rcpt_counts[rcpt], len(lines))
-        [txn] = fake.transactions
+        self.assertEqual(scripted.rcpt_counts[rcpt], len(lines))
+        [txn] = scripted.transactions
         self.assertEqual(txn["sender"], f"alice@{SENDER_DOMAIN}")
         self.assertEqual(txn["recipients"], [rcpt])
         self.assertEqual(email.message_from_bytes(txn["data"])["Message-ID"], message_id)
         self.assertEqual(sender.maildir_files(), [], "no bounce")
 
     def test_09_5xx_bounces_with_a_dsn_but_never_to_the_null_sender(self):
-        fake = self.fake_server("127.0.0.13", lambda rcpt, n: f"550 5.1.1 <{rcpt}>: Recipient address rejected: "
+        scripted = self.scripted_server("127.0.0.13", lambda rcpt, n: f"550 5.1.1 <{rcpt}>: Recipient address rejected: "
                                                               "User unknown")
         sender = self.start_sender(tls="dane")
         message_id, rcpt = mid(), "nobody@reject.test"
@@ -437,7 +437,7 @@ class RelayTest(unittest.TestCase):
         returned = dsn.get_payload()[2].get_payload()
         self.assertIn(f"Message-ID: {message_id}", returned)
         self.assertIn("Subject: to bounce", returned)
-        self.assertEqual(fake.transactions, [], "DATA after a refused RCPT")
+        self.assertEqual(scripted.transactions, [], "DATA after a refused RCPT")
 
         # The same refusal for a message from the null sender: no bounce.
         with sender.session() as c:

@@ -274,7 +274,7 @@ class FakeServer:
 
     def __init__(self, **script):
         self.script = {
-            "greeting": "220 fake.example.test ESMTP",
+            "greeting": "220 scripted.example.test ESMTP",
             "ehlo": ["PIPELINING", "SIZE 1000000", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"],
             "starttls_reply": "220 2.0.0 Ready to start TLS",
             "mail_reply": "250 2.1.0 Ok",
@@ -340,11 +340,11 @@ class FakeServer:
                 if verb == "EHLO" and s["ehlo"] is None:
                     send("502 5.5.2 Error: command not recognized")
                 elif verb == "EHLO":
-                    lines = ["fake.example.test"] + list(s["ehlo"])
+                    lines = ["scripted.example.test"] + list(s["ehlo"])
                     conn.sendall("".join(f"250{'-' if i + 1 < len(lines) else ' '}{l}\r\n"
                                          for i, l in enumerate(lines)).encode())
                 elif verb == "HELO":
-                    send("250 fake.example.test")
+                    send("250 scripted.example.test")
                 elif verb == "STARTTLS":
                     send(s["starttls_reply"])
                     if s["starttls_reply"].startswith("220"):
@@ -745,23 +745,23 @@ class ManInTheMiddleTest(MxgateReceiverTest):
 
 
 class FakeServerTest(ClientTestCase):
-    def fake(self, **script) -> FakeServer:
+    def scripted(self, **script) -> FakeServer:
         server = FakeServer(**script)
         self.addCleanup(server.close)
         return server
 
     def test_per_recipient_results_pipelined(self):
-        fake = self.fake(rcpt={"b@example.test": "550 5.1.1 <b@example.test>: No such user",
+        scripted = self.scripted(rcpt={"b@example.test": "550 5.1.1 <b@example.test>: No such user",
                                "c@example.test": "450 4.2.0 Greylisted, try later"})
         msg = h.make_message()
-        r = self.send(fake.port, "none", msg, to=["a@example.test", "b@example.test", "c@example.test"])
+        r = self.send(scripted.port, "none", msg, to=["a@example.test", "b@example.test", "c@example.test"])
         self.assertFalse(r.failed, r)
         self.assertEqual(r.results(), {
             "a@example.test": (250, "250 2.0.0 Ok: queued as FAKE1"),
             "b@example.test": (550, "550 5.1.1 <b@example.test>: No such user"),
             "c@example.test": (450, "450 4.2.0 Greylisted, try later"),
         })
-        conn = fake.connections[0]
+        conn = scripted.connections[0]
         self.assertEqual(conn["commands"][1], f"MAIL FROM:<sender@client.example.test> SIZE={len(msg)}")
         self.assertEqual(conn["commands"][2:6], ["RCPT TO:<a@example.test>", "RCPT TO:<b@example.test>",
                                                  "RCPT TO:<c@example.test>", "DATA"])
@@ -772,90 +772,90 @@ class FakeServerTest(ClientTestCase):
         self.assertTrue(group[0].endswith(b"DATA\r\n"), group)
 
     def test_per_recipient_results_one_at_a_time(self):
-        fake = self.fake(ehlo=["SIZE 1000000", "8BITMIME"],
+        scripted = self.scripted(ehlo=["SIZE 1000000", "8BITMIME"],
                          rcpt={"b@example.test": "550 5.1.1 No such user"})
-        r = self.send(fake.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
+        r = self.send(scripted.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
         self.assertEqual(r.results(), {"a@example.test": (250, "250 2.0.0 Ok: queued as FAKE1"),
                                        "b@example.test": (550, "550 5.1.1 No such user")})
-        batches = [b for b in fake.connections[0]["batches"] if b"RCPT" in b or b"MAIL" in b]
+        batches = [b for b in scripted.connections[0]["batches"] if b"RCPT" in b or b"MAIL" in b]
         self.assertTrue(all(b.count(b"\r\n") == 1 for b in batches), batches)
 
     def test_end_of_data_refusals(self):
         for reply in ("554 5.7.1 Message rejected as spam", "451 4.3.0 Temporary failure"):
-            fake = self.fake(end_reply=reply, rcpt={"b@example.test": "550 5.1.1 No such user"})
-            r = self.send(fake.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
+            scripted = self.scripted(end_reply=reply, rcpt={"b@example.test": "550 5.1.1 No such user"})
+            r = self.send(scripted.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
             self.assertFalse(r.failed, r)
             self.assertEqual(r.results(), {"a@example.test": (int(reply[:3]), reply),
                                            "b@example.test": (550, "550 5.1.1 No such user")})
 
     def test_all_recipients_refused_sends_no_content(self):
-        fake = self.fake(rcpt={"a@example.test": "550 5.1.1 No", "b@example.test": "452 4.5.3 Too many"},
+        scripted = self.scripted(rcpt={"a@example.test": "550 5.1.1 No", "b@example.test": "452 4.5.3 Too many"},
                          data_reply="554 5.5.1 No valid recipients")
-        r = self.send(fake.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
+        r = self.send(scripted.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
         self.assertEqual(r.results(), {"a@example.test": (550, "550 5.1.1 No"),
                                        "b@example.test": (452, "452 4.5.3 Too many")})
-        self.assertEqual(fake.connections[0]["data"], b"")
+        self.assertEqual(scripted.connections[0]["data"], b"")
 
     def test_mail_refused(self):
-        fake = self.fake(mail_reply="553 5.1.8 Sender address rejected", ehlo=["8BITMIME"])
-        r = self.send(fake.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
+        scripted = self.scripted(mail_reply="553 5.1.8 Sender address rejected", ehlo=["8BITMIME"])
+        r = self.send(scripted.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
         expected = (553, "553 5.1.8 Sender address rejected")
         self.assertEqual(r.results(), {"a@example.test": expected, "b@example.test": expected})
-        self.assertFalse(any(c.startswith("RCPT") for c in fake.connections[0]["commands"]))
+        self.assertFalse(any(c.startswith("RCPT") for c in scripted.connections[0]["commands"]))
 
     def test_smtputf8_not_offered_is_refused_locally_without_mail(self):
-        fake = self.fake(ehlo=["PIPELINING", "SIZE 1000000", "8BITMIME"])
-        r = self.send(fake.port, "none", h.make_message(), to=["ünï@example.test", "b@example.test"],
+        scripted = self.scripted(ehlo=["PIPELINING", "SIZE 1000000", "8BITMIME"])
+        r = self.send(scripted.port, "none", h.make_message(), to=["ünï@example.test", "b@example.test"],
                       smtputf8=True)
         self.assertFalse(r.failed, r)
         expected = (553, f"553 5.6.7 SMTPUTF8 not supported by {HOSTNAME}")
         self.assertEqual(r.results(), {"ünï@example.test": expected, "b@example.test": expected})
-        commands = fake.connections[0]["commands"]
+        commands = scripted.connections[0]["commands"]
         self.assertEqual([c.split()[0] for c in commands], ["EHLO", "QUIT"], commands)
 
     def test_smtputf8_offered(self):
-        fake = self.fake()
-        r = self.send(fake.port, "none", h.make_message(), to=["ünï@example.test"], smtputf8=True)
+        scripted = self.scripted()
+        r = self.send(scripted.port, "none", h.make_message(), to=["ünï@example.test"], smtputf8=True)
         self.assertEqual(r.results()["ünï@example.test"][0], 250, r)
-        mail = fake.connections[0]["commands"][1]
+        mail = scripted.connections[0]["commands"][1]
         self.assertTrue(mail.endswith(" SMTPUTF8"), mail)
 
     def test_size_limit_is_checked_before_mail(self):
-        fake = self.fake(ehlo=["PIPELINING", "SIZE 100"])
+        scripted = self.scripted(ehlo=["PIPELINING", "SIZE 100"])
         msg = h.make_message(body="x" * 500)
-        r = self.send(fake.port, "none", msg)
+        r = self.send(scripted.port, "none", msg)
         self.assertEqual(r.results(), {"rcpt@example.test": (
             552, f"552 5.3.4 Message size {len(msg)} exceeds the size limit 100 of {HOSTNAME}")})
-        self.assertFalse(any(c.startswith("MAIL") for c in fake.connections[0]["commands"]))
+        self.assertFalse(any(c.startswith("MAIL") for c in scripted.connections[0]["commands"]))
 
     def test_dot_stuffing_on_the_wire(self):
-        fake = self.fake()
+        scripted = self.scripted()
         msg = b".A: b\r\nSubject: w\r\n\r\n.\r\n..\r\nx.y\r\n.z\r\n"
-        r = self.send(fake.port, "none", msg)
+        r = self.send(scripted.port, "none", msg)
         self.assertEqual(r.results()["rcpt@example.test"][0], 250, r)
-        self.assertEqual(fake.connections[0]["data"],
+        self.assertEqual(scripted.connections[0]["data"],
                          b"..A: b\r\nSubject: w\r\n\r\n..\r\n...\r\nx.y\r\n..z\r\n.\r\n")
 
     def test_bad_greeting(self):
-        fake = self.fake(greeting="554 5.7.1 No SMTP service here")
-        r = self.send(fake.port, "none", h.make_message())
+        scripted = self.scripted(greeting="554 5.7.1 No SMTP service here")
+        r = self.send(scripted.port, "none", h.make_message())
         self.assertTrue(r.failed, r)
         self.assertEqual(r.error, "bad greeting: 554 5.7.1 No SMTP service here")
         self.assertEqual(r.results(), {})
 
     def test_ehlo_refused_falls_back_to_helo(self):
-        fake = self.fake(ehlo=None)  # answers EHLO with 502
-        r = self.send(fake.port, "none", h.make_message())
+        scripted = self.scripted(ehlo=None)  # answers EHLO with 502
+        r = self.send(scripted.port, "none", h.make_message())
         self.assertEqual(r.results()["rcpt@example.test"][0], 250, r)
-        commands = fake.connections[0]["commands"]
+        commands = scripted.connections[0]["commands"]
         self.assertEqual([c.split()[0] for c in commands][:3], ["EHLO", "HELO", "MAIL"], commands)
         self.assertEqual(commands[2], "MAIL FROM:<sender@client.example.test>")  # no extensions after HELO
 
     def test_starttls_not_offered_or_refused(self):
-        fake = self.fake(ehlo=["PIPELINING"])
-        r = self.send(fake.port, "encrypt", h.make_message())
+        scripted = self.scripted(ehlo=["PIPELINING"])
+        r = self.send(scripted.port, "encrypt", h.make_message())
         self.assertEqual(r.error, "STARTTLS not offered")
-        refusing = self.fake(ehlo=["STARTTLS"], starttls_reply="454 4.7.0 TLS not available")
+        refusing = self.scripted(ehlo=["STARTTLS"], starttls_reply="454 4.7.0 TLS not available")
         r = self.send(refusing.port, "encrypt", h.make_message())
         self.assertTrue(r.failed, r)
         self.assertEqual(r.error, "STARTTLS refused: 454 4.7.0 TLS not available")
@@ -865,36 +865,36 @@ class FakeServerTest(ClientTestCase):
         self.assertEqual(r.results()["rcpt@example.test"][0], 250, r)
 
     def test_starttls_reply_other_than_220_fails(self):
-        fake = self.fake(ehlo=["STARTTLS"], starttls_reply="250 2.0.0 Go ahead")
+        scripted = self.scripted(ehlo=["STARTTLS"], starttls_reply="250 2.0.0 Go ahead")
         for level in ("may", "encrypt"):
-            r = self.send(fake.port, level, h.make_message())
+            r = self.send(scripted.port, level, h.make_message())
             self.assertTrue(r.failed, f"{level}: {r}")
             self.assertIn("250 2.0.0 Go ahead", r.error)
             self.assertEqual(r.results(), {})
 
     def test_broken_handshake_under_may_retries_in_cleartext(self):
-        fake = self.fake(ehlo=["PIPELINING", "STARTTLS"], after_starttls="garbage")
-        r = self.send(fake.port, "may", h.make_message())
+        scripted = self.scripted(ehlo=["PIPELINING", "STARTTLS"], after_starttls="garbage")
+        r = self.send(scripted.port, "may", h.make_message())
         self.assertFalse(r.failed, r)
         self.assertEqual(r.tls, "cleartext")
         self.assertEqual(r.results()["rcpt@example.test"][0], 250, r)
-        self.assertEqual(len(fake.connections), 2, fake.connections)
-        self.assertIn("STARTTLS", fake.connections[0]["commands"])
-        self.assertNotIn("STARTTLS", fake.connections[1]["commands"])
+        self.assertEqual(len(scripted.connections), 2, scripted.connections)
+        self.assertIn("STARTTLS", scripted.connections[0]["commands"])
+        self.assertNotIn("STARTTLS", scripted.connections[1]["commands"])
         self.assertIn("retrying in cleartext", r.stderr)
 
     def test_broken_handshake_under_encrypt_fails(self):
-        fake = self.fake(ehlo=["PIPELINING", "STARTTLS"], after_starttls="close")
-        r = self.send(fake.port, "encrypt", h.make_message())
+        scripted = self.scripted(ehlo=["PIPELINING", "STARTTLS"], after_starttls="close")
+        r = self.send(scripted.port, "encrypt", h.make_message())
         self.assertTrue(r.failed, r)
         self.assertTrue(r.error.startswith("TLS handshake failed: "), r)
-        self.assertEqual(len(fake.connections), 1)
-        self.assertFalse(any(c.startswith("MAIL") for c in fake.connections[0]["commands"]))
+        self.assertEqual(len(scripted.connections), 1)
+        self.assertFalse(any(c.startswith("MAIL") for c in scripted.connections[0]["commands"]))
 
     def test_silent_server_times_out(self):
-        fake = self.fake(silent=True)
+        scripted = self.scripted(silent=True)
         started = time.monotonic()
-        r = self.send(fake.port, "none", h.make_message(), timeout=2)
+        r = self.send(scripted.port, "none", h.make_message(), timeout=2)
         elapsed = time.monotonic() - started
         self.assertTrue(r.failed, r)
         self.assertEqual(r.error, "timeout while waiting for the greeting")
