@@ -263,7 +263,7 @@ def inject_late_after_starttls(data: bytes, state: dict):
 # Scripted raw SMTP server
 
 
-class FakeServer:
+class ScriptedServer:
     """A real SMTP server on a socket, answering from a script:
       greeting, ehlo (list of keyword lines; None: EHLO gets 502), starttls_reply,
       mail_reply, rcpt (address -> reply), data_reply, end_reply,
@@ -280,7 +280,7 @@ class FakeServer:
             "mail_reply": "250 2.1.0 Ok",
             "rcpt": {},
             "data_reply": "354 End data with <CR><LF>.<CR><LF>",
-            "end_reply": "250 2.0.0 Ok: queued as FAKE1",
+            "end_reply": "250 2.0.0 Ok: queued as SCRIPTED1",
             "after_starttls": None,
             "silent": False,
         }
@@ -744,9 +744,9 @@ class ManInTheMiddleTest(MxgateReceiverTest):
 # (d) scripted raw server
 
 
-class FakeServerTest(ClientTestCase):
-    def scripted(self, **script) -> FakeServer:
-        server = FakeServer(**script)
+class ScriptedServerTest(ClientTestCase):
+    def scripted(self, **script) -> ScriptedServer:
+        server = ScriptedServer(**script)
         self.addCleanup(server.close)
         return server
 
@@ -757,7 +757,7 @@ class FakeServerTest(ClientTestCase):
         r = self.send(scripted.port, "none", msg, to=["a@example.test", "b@example.test", "c@example.test"])
         self.assertFalse(r.failed, r)
         self.assertEqual(r.results(), {
-            "a@example.test": (250, "250 2.0.0 Ok: queued as FAKE1"),
+            "a@example.test": (250, "250 2.0.0 Ok: queued as SCRIPTED1"),
             "b@example.test": (550, "550 5.1.1 <b@example.test>: No such user"),
             "c@example.test": (450, "450 4.2.0 Greylisted, try later"),
         })
@@ -775,7 +775,7 @@ class FakeServerTest(ClientTestCase):
         scripted = self.scripted(ehlo=["SIZE 1000000", "8BITMIME"],
                          rcpt={"b@example.test": "550 5.1.1 No such user"})
         r = self.send(scripted.port, "none", h.make_message(), to=["a@example.test", "b@example.test"])
-        self.assertEqual(r.results(), {"a@example.test": (250, "250 2.0.0 Ok: queued as FAKE1"),
+        self.assertEqual(r.results(), {"a@example.test": (250, "250 2.0.0 Ok: queued as SCRIPTED1"),
                                        "b@example.test": (550, "550 5.1.1 No such user")})
         batches = [b for b in scripted.connections[0]["batches"] if b"RCPT" in b or b"MAIL" in b]
         self.assertTrue(all(b.count(b"\r\n") == 1 for b in batches), batches)
