@@ -52,8 +52,6 @@ Connection::Connection(asio::ip::tcp::socket socket, ConnectionHost& host,
 
 Connection::~Connection() { host_.detach(this); }
 
-asio::ip::tcp::socket& Connection::lowest() { return tls_ ? tls_->next_layer() : socket_; }
-
 void Connection::arm(Clock::duration timeout) {
   deadline_ = std::min(Clock::now() + timeout, shutdown_deadline_);
   // A later deadline needs no wake-up: the watchdog re-reads deadline_ when
@@ -80,41 +78,41 @@ asio::awaitable<void> Connection::watchdog() {
       // The pending operation fails with operation_aborted; run() sees expired_.
       expired_ = true;
       deadline_ = Clock::time_point::max();
-      lowest().cancel(ec);
+      socket_.cancel(ec);
     }
   }
 }
 
 asio::awaitable<bool> Connection::write_all(std::string_view bytes) {
-  asio::error_code ec;
   if (tls_) {
-    co_await asio::async_write(*tls_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
-  } else {
-    co_await asio::async_write(socket_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
+    const std::error_code ec = co_await tls_->write_all(bytes);
+    co_return !ec;
   }
+  asio::error_code ec;
+  co_await asio::async_write(socket_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
   co_return !ec;
 }
 
 asio::awaitable<std::size_t> Connection::read_some() {
-  asio::error_code ec;
-  std::size_t n = 0;
-  const auto buffer = asio::buffer(read_buffer_.get(), kReadBufferSize);
   if (tls_) {
-    n = co_await tls_->async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
-  } else {
-    n = co_await socket_.async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
+    std::error_code ec;
+    const std::size_t n = co_await tls_->read_some(read_buffer_.get(), kReadBufferSize, ec);
+    co_return ec ? 0 : n;
   }
+  asio::error_code ec;
+  const std::size_t n =
+      co_await socket_.async_read_some(asio::buffer(read_buffer_.get(), kReadBufferSize),
+                                       asio::redirect_error(asio::use_awaitable, ec));
   co_return ec ? 0 : n;
 }
 
 asio::awaitable<bool> Connection::handshake() {
-  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(socket_), host_.tls_context());
+  tls_ = std::make_unique<tls::Stream>(socket_, host_.tls_context().native_handle(), tls::Stream::Role::server);
   arm(host_.timeouts().tls_handshake);
-  asio::error_code ec;
-  co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+  const std::error_code ec = co_await tls_->handshake();
   if (ec) {
     tls_failure_ = expired_ ? "timeout" : ec.message();
-    if (const auto detail = tls::last_error_text(); detail != "unknown error") tls_failure_ += " (" + detail + ")";
+    if (!tls_->failure().empty() && tls_->failure() != "unknown error") tls_failure_ += " (" + tls_->failure() + ")";
     log_line("tls: handshake failed: client=" + peer_ + ": " + tls_failure_);
     co_return false;
   }
@@ -199,9 +197,10 @@ asio::awaitable<void> Connection::run() {
   done_ = true;
   timer_.cancel();
   log_end();
+  if (tls_) tls_->close_notify();
   asio::error_code ec;
-  lowest().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  lowest().close(ec);
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
 }
 
 void Connection::log_end() {

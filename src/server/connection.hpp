@@ -7,7 +7,6 @@
 
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
-#include <asio/ssl/stream.hpp>
 #include <asio/steady_timer.hpp>
 #include <chrono>
 #include <memory>
@@ -15,6 +14,7 @@
 
 #include "config/config.hpp"
 #include "smtp/session.hpp"
+#include "tls/stream.hpp"
 
 namespace mxgate::server {
 
@@ -40,13 +40,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::awaitable<bool> handshake();
   asio::awaitable<bool> store();
   void arm(Clock::duration timeout);
-  asio::ip::tcp::socket& lowest();
   void log_end();
 
   ConnectionHost& host_;
   const config::Listener& listener_;
-  asio::ip::tcp::socket socket_;  // moved into tls_ at the handshake
-  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
+  asio::ip::tcp::socket socket_;
+  std::unique_ptr<tls::Stream> tls_;  // after STARTTLS or for implicit TLS
   asio::steady_timer timer_;
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point armed_ = Clock::time_point::max();  // what the timer waits for

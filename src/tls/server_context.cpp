@@ -27,8 +27,8 @@ Result<std::shared_ptr<asio::ssl::context>> make_server_context(const config::Tl
     return make_error("tls.min_version: " + last_error_text());
   SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
                                SSL_OP_NO_RENEGOTIATION);
-  // Idle TLS sessions give OpenSSL's record buffers back.  (asio::ssl::stream
-  // keeps its own ~70 KiB of buffers per connection regardless.)
+  // Idle TLS sessions give OpenSSL's record buffers back; tls::Stream keeps
+  // no buffers of its own, so an idle connection holds little beyond the SSL.
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_set_cipher_list(ctx, tls.ciphers.c_str()) != 1)
     return make_error("tls.ciphers: " + last_error_text());
