@@ -26,7 +26,6 @@
 #include <asio/detached.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/ssl/context.hpp>
-#include <asio/ssl/stream.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -39,6 +38,7 @@
 #include "delivery/smtp_client_session.hpp"
 #include "delivery/smtp_reply_parser.hpp"
 #include "tls/server_context.hpp"
+#include "tls/stream.hpp"
 #include "util/log.hpp"
 
 namespace mxgate::delivery {
@@ -254,7 +254,6 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
  private:
   asio::awaitable<void> watchdog();
   void arm(Clock::duration timeout);
-  asio::ip::tcp::socket& lowest() { return tls_ ? tls_->next_layer() : socket_; }
   asio::awaitable<bool> write_all(std::string_view bytes);
   asio::awaitable<bool> write_step(const SmtpClientSession::Step& step);
   asio::awaitable<std::optional<ServerReply>> read_reply(Clock::duration timeout);
@@ -267,9 +266,9 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   const ClientSettings settings_;        // copies: a parked connection outlives the caller's
   const TlsRequirement tls_requirement_;
   asio::ip::tcp::endpoint server_;
-  asio::ip::tcp::socket socket_;                     // moved into tls_ at the handshake
+  asio::ip::tcp::socket socket_;
   std::shared_ptr<asio::ssl::context> tls_context_;  // outlives tls_
-  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
+  std::unique_ptr<tls::Stream> tls_;                 // after STARTTLS
   asio::steady_timer timer_;
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point armed_ = Clock::time_point::max();
@@ -303,14 +302,14 @@ asio::awaitable<void> Attempt::watchdog() {
     if (Clock::now() >= deadline_) {
       expired_ = true;
       deadline_ = Clock::time_point::max();
-      lowest().cancel(ec);
+      socket_.cancel(ec);
     }
   }
 }
 
 std::string Attempt::io_error(const asio::error_code& ec) const {
   if (expired_) return "timeout";
-  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) return "connection closed";
+  if (ec == asio::error::eof) return "connection closed";
   return ec.message();
 }
 
@@ -333,7 +332,7 @@ Clock::duration Attempt::timeout_for(SmtpClientSession::Wait wait) const {
 asio::awaitable<bool> Attempt::write_all(std::string_view bytes) {
   asio::error_code ec;
   if (tls_) {
-    co_await asio::async_write(*tls_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
+    ec = co_await tls_->write_all(bytes);
   } else {
     co_await asio::async_write(socket_, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
   }
@@ -365,11 +364,11 @@ asio::awaitable<std::optional<ServerReply>> Attempt::read_reply(Clock::duration 
     }
     asio::error_code ec;
     std::size_t n = 0;
-    const auto buffer = asio::buffer(read_buffer_.get(), kReadBufferSize);
     if (tls_) {
-      n = co_await tls_->async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
+      n = co_await tls_->read_some(read_buffer_.get(), kReadBufferSize, ec);
     } else {
-      n = co_await socket_.async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
+      n = co_await socket_.async_read_some(asio::buffer(read_buffer_.get(), kReadBufferSize),
+                                           asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) {
       io_failure_ = io_error(ec);
@@ -395,7 +394,11 @@ asio::awaitable<bool> Attempt::handshake() {
     co_return false;
   }
   tls_context_ = *context;
-  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(socket_), *tls_context_);
+  tls_ = std::make_unique<tls::Stream>(socket_, tls_context_->native_handle(), tls::Stream::Role::client);
+  if (!tls_->valid()) {
+    session_.tls_failed("TLS setup failed: " + tls::last_error_text());
+    co_return false;
+  }
   SSL* ssl = tls_->native_handle();
   const std::string& host = tls_requirement_.host;
   if (!host.empty() && !is_ip_literal(host)) SSL_set_tlsext_host_name(ssl, host.c_str());
@@ -438,9 +441,7 @@ asio::awaitable<bool> Attempt::handshake() {
   }
 
   arm(settings_.tls_handshake_timeout);
-  asio::error_code ec;
-  co_await tls_->async_handshake(asio::ssl::stream_base::client,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+  const std::error_code ec = co_await tls_->handshake();
   const long verify = SSL_get_verify_result(ssl);
   if (probe_ && !ec) record_probe(*probe_, ssl, tls_requirement_.mode, verify);
   const bool authenticated = tls_requirement_.mode == Mode::verify || tls_requirement_.mode == Mode::dane;
@@ -451,7 +452,8 @@ asio::awaitable<bool> Attempt::handshake() {
       ERR_clear_error();
     } else {
       error = "TLS handshake failed: " + io_error(ec);
-      if (const auto detail = tls::last_error_text(); detail != "unknown error") error += " (" + detail + ")";
+      if (const auto& detail = tls_->failure(); !detail.empty() && detail != "unknown error")
+        error += " (" + detail + ")";
       handshake_failed_ = true;
     }
     log_line("smtp client: server=" + peer_ + ": " + error);
@@ -485,8 +487,8 @@ void Attempt::finish() {
   done_ = true;
   timer_.cancel();
   asio::error_code ec;
-  lowest().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  lowest().close(ec);
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
 }
 
 asio::awaitable<Outcome> Attempt::run() {
@@ -596,7 +598,7 @@ void Attempt::close_now() {
   const std::string_view quit = "QUIT\r\n";
   asio::error_code ec;
   if (tls_) {
-    asio::write(*tls_, asio::buffer(quit), ec);
+    tls_->try_write(quit);
   } else {
     asio::write(socket_, asio::buffer(quit), ec);
   }

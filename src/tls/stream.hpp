@@ -1,5 +1,5 @@
 // TLS over a connected Asio TCP socket, with OpenSSL reading and writing the
-// socket itself (SSL_set_fd) and Asio only waiting for readiness.
+// socket itself (through a socket BIO) and Asio only waiting for readiness.
 //
 // Why not asio::ssl::stream: it runs OpenSSL against a BIO pair and keeps
 // its own input and output buffers, about 68 KiB per connection for as long
@@ -56,6 +56,10 @@ class Stream {
   asio::awaitable<std::size_t> read_some(char* buffer, std::size_t size, std::error_code& ec);
 
   asio::awaitable<std::error_code> write_all(std::string_view bytes);
+
+  // Best effort, never waits: writes what the socket takes at once (a QUIT
+  // to a parked connection).  True if all of bytes went out.
+  bool try_write(std::string_view bytes);
 
   // Sends close_notify if the socket takes it at once; never waits.
   void close_notify();
