@@ -39,6 +39,7 @@
 #include "delivery/smtp_reply_parser.hpp"
 #include "tls/server_context.hpp"
 #include "tls/stream.hpp"
+#include "util/deadline.hpp"
 #include "util/log.hpp"
 
 namespace mxgate::delivery {
@@ -225,7 +226,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
         tls_requirement_(tls),
         server_(server),
         socket_(executor),
-        timer_(executor),
+        deadline_(executor),
         peer_(endpoint_text(server)),
         session_(SmtpClientSession::Settings{settings.helo_name, server_name(server, tls), tls_use(tls.mode)},
                  SmtpClientSession::Transaction{envelope.sender, recipients, envelope.smtputf8,
@@ -239,7 +240,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
                                  const std::vector<std::string>& recipients);
   // When the transaction ends cleanly, keep the connection open (no QUIT).
   void allow_parking(bool allow) { may_park_ = allow; }
-  bool closed() const { return done_ || expired_; }
+  bool closed() const { return deadline_.stopped() || deadline_.expired(); }
   // A parked connection's end: QUIT, its reply (or a timeout), close.
   asio::awaitable<void> quit_and_close();
   // The same without waiting, for when the event loop no longer runs.
@@ -269,11 +270,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   asio::ip::tcp::socket socket_;
   std::shared_ptr<asio::ssl::context> tls_context_;  // outlives tls_
   std::unique_ptr<tls::Stream> tls_;                 // after STARTTLS
-  asio::steady_timer timer_;
-  Clock::time_point deadline_ = Clock::time_point::max();
-  Clock::time_point armed_ = Clock::time_point::max();
-  bool expired_ = false;
-  bool done_ = false;
+  Deadline deadline_;
   std::string peer_;  // "ip:port" for logs and errors
   SmtpClientSession session_;
   ReplyParser parser_;
@@ -286,29 +283,15 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   bool reused_ = false;
 };
 
-void Attempt::arm(Clock::duration timeout) {
-  deadline_ = Clock::now() + timeout;
-  if (deadline_ < armed_) timer_.cancel();
-}
+void Attempt::arm(Clock::duration timeout) { deadline_.arm(timeout); }
 
 asio::awaitable<void> Attempt::watchdog() {
   auto self = shared_from_this();
-  while (!done_) {
-    armed_ = deadline_;
-    timer_.expires_at(armed_);
-    asio::error_code ec;
-    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (done_) break;
-    if (Clock::now() >= deadline_) {
-      expired_ = true;
-      deadline_ = Clock::time_point::max();
-      socket_.cancel(ec);
-    }
-  }
+  co_await deadline_.watch(socket_);
 }
 
 std::string Attempt::io_error(const asio::error_code& ec) const {
-  if (expired_) return "timeout";
+  if (deadline_.expired()) return "timeout";
   if (ec == asio::error::eof) return "connection closed";
   return ec.message();
 }
@@ -484,8 +467,7 @@ asio::awaitable<bool> Attempt::handshake() {
 }
 
 void Attempt::finish() {
-  done_ = true;
-  timer_.cancel();
+  deadline_.stop();
   asio::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
@@ -493,7 +475,7 @@ void Attempt::finish() {
 
 asio::awaitable<Outcome> Attempt::run() {
   auto self = shared_from_this();
-  asio::co_spawn(timer_.get_executor(), watchdog(), asio::detached);
+  asio::co_spawn(socket_.get_executor(), watchdog(), asio::detached);
 
   arm(settings_.connect_timeout);
   asio::error_code ec;
@@ -522,7 +504,7 @@ asio::awaitable<Outcome> Attempt::converse(SmtpClientSession::Step& step) {
     // Connection reuse: instead of QUIT, the connection is handed back open.
     if (may_park_ && session_.reusable() && !parser_.has_reply() && parser_.buffered() == 0 && !closed()) {
       parked = true;
-      deadline_ = Clock::time_point::max();  // idle: the cache decides when it ends
+      deadline_.arm_at(Clock::time_point::max());  // idle: the cache decides when it ends
       break;
     }
     if (!step.output.empty() && !co_await write_step(step)) {
@@ -582,7 +564,7 @@ asio::awaitable<Outcome> Attempt::reuse(const queue::Envelope& envelope, const s
 
 asio::awaitable<void> Attempt::quit_and_close() {
   auto self = shared_from_this();
-  if (done_) co_return;
+  if (deadline_.stopped()) co_return;
   const std::string_view quit = "QUIT\r\n";
   const Clock::duration timeout = std::min<Clock::duration>(settings_.command_timeout, kQuitTimeout);
   arm(timeout);
@@ -594,7 +576,7 @@ asio::awaitable<void> Attempt::quit_and_close() {
 }
 
 void Attempt::close_now() {
-  if (done_) return;
+  if (deadline_.stopped()) return;
   const std::string_view quit = "QUIT\r\n";
   asio::error_code ec;
   if (tls_) {

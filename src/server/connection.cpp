@@ -43,7 +43,7 @@ Connection::Connection(asio::ip::tcp::socket socket, ConnectionHost& host,
     : host_(host),
       listener_(listener),
       socket_(std::move(socket)),
-      timer_(socket_.get_executor()),
+      deadline_(socket_.get_executor()),
       peer_(endpoint_text(socket_)),
       session_(host.session_settings(listener), host.session_environment(), address_text(socket_)),
       read_buffer_(new char[kReadBufferSize]) {
@@ -53,34 +53,18 @@ Connection::Connection(asio::ip::tcp::socket socket, ConnectionHost& host,
 Connection::~Connection() { host_.detach(this); }
 
 void Connection::arm(Clock::duration timeout) {
-  deadline_ = std::min(Clock::now() + timeout, shutdown_deadline_);
-  // A later deadline needs no wake-up: the watchdog re-reads deadline_ when
-  // the timer it set fires.  Only an earlier one must interrupt it.
-  if (deadline_ < armed_) timer_.cancel();
+  deadline_.arm_at(std::min(Clock::now() + timeout, shutdown_deadline_));
 }
 
 void Connection::begin_shutdown(Clock::time_point deadline) {
   shutting_down_ = true;
   shutdown_deadline_ = session_.in_transaction() ? deadline : Clock::now();
-  deadline_ = std::min(deadline_, shutdown_deadline_);
-  if (deadline_ < armed_) timer_.cancel();
+  deadline_.arm_at(std::min(deadline_.at(), shutdown_deadline_));
 }
 
 asio::awaitable<void> Connection::watchdog() {
   auto self = shared_from_this();
-  while (!done_) {
-    armed_ = deadline_;
-    timer_.expires_at(armed_);
-    asio::error_code ec;
-    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (done_) break;
-    if (Clock::now() >= deadline_) {
-      // The pending operation fails with operation_aborted; run() sees expired_.
-      expired_ = true;
-      deadline_ = Clock::time_point::max();
-      socket_.cancel(ec);
-    }
-  }
+  co_await deadline_.watch(socket_);
 }
 
 asio::awaitable<bool> Connection::write_all(std::string_view bytes) {
@@ -111,7 +95,7 @@ asio::awaitable<bool> Connection::handshake() {
   arm(host_.timeouts().tls_handshake);
   const std::error_code ec = co_await tls_->handshake();
   if (ec) {
-    tls_failure_ = expired_ ? "timeout" : ec.message();
+    tls_failure_ = deadline_.expired() ? "timeout" : ec.message();
     if (!tls_->failure().empty() && tls_->failure() != "unknown error") tls_failure_ += " (" + tls_->failure() + ")";
     log_line("tls: handshake failed: client=" + peer_ + ": " + tls_failure_);
     co_return false;
@@ -127,7 +111,7 @@ asio::awaitable<bool> Connection::store() {
 
 asio::awaitable<void> Connection::run() {
   auto self = shared_from_this();
-  asio::co_spawn(timer_.get_executor(), watchdog(), asio::detached);
+  asio::co_spawn(socket_.get_executor(), watchdog(), asio::detached);
   const auto& timeouts = host_.timeouts();
 
   bool open = true;
@@ -159,8 +143,8 @@ asio::awaitable<void> Connection::run() {
         arm(session_.waiting_for() == smtp::Wait::data ? timeouts.data : timeouts.command);
         const std::size_t n = co_await read_some();
         if (n == 0) {
-          if (expired_) {
-            expired_ = false;
+          if (deadline_.expired()) {
+            deadline_.clear_expired();
             arm(kFinalWriteTimeout);
             // Named, not a temporary in the co_await: GCC 12 destroys
             // conditional temporaries across a suspension twice.
@@ -194,8 +178,7 @@ asio::awaitable<void> Connection::run() {
         break;
     }
   }
-  done_ = true;
-  timer_.cancel();
+  deadline_.stop();
   log_end();
   if (tls_) tls_->close_notify();
   asio::error_code ec;

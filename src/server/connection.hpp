@@ -15,6 +15,7 @@
 #include "config/config.hpp"
 #include "smtp/session.hpp"
 #include "tls/stream.hpp"
+#include "util/deadline.hpp"
 
 namespace mxgate::server {
 
@@ -46,13 +47,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const config::Listener& listener_;
   asio::ip::tcp::socket socket_;
   std::unique_ptr<tls::Stream> tls_;  // after STARTTLS or for implicit TLS
-  asio::steady_timer timer_;
-  Clock::time_point deadline_ = Clock::time_point::max();
-  Clock::time_point armed_ = Clock::time_point::max();  // what the timer waits for
+  Deadline deadline_;
   Clock::time_point shutdown_deadline_ = Clock::time_point::max();
-  bool expired_ = false;
   bool shutting_down_ = false;
-  bool done_ = false;
   std::string peer_;  // "ip:port" for logs
   std::string tls_failure_;
   smtp::Session session_;
