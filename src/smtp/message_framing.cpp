@@ -1,11 +1,39 @@
 #include "smtp/message_framing.hpp"
 
+#include <cstring>
+
 namespace mxgate::smtp {
 
 void DataDecoder::emit(std::string* out, std::string_view bytes) {
   size_ += bytes.size();
   if (out != nullptr) out->append(bytes);
 }
+
+namespace {
+
+// The end of the longest prefix of in[from..] that is text followed by
+// zero or more "\r\n" + non-period line starts: bytes that need no state
+// machine.  Stops before any CR that is not followed, within in, by LF and
+// a byte other than '.', and before any LF not preceded by CR.
+std::size_t ordinary_run(std::string_view in, std::size_t from) {
+  const char* base = in.data();
+  const std::size_t n = in.size();
+  std::size_t good = from;
+  for (std::size_t j = from;;) {
+    const void* found = std::memchr(base + j, '\r', n - j);
+    const std::size_t cr = found ? static_cast<std::size_t>(static_cast<const char*>(found) - base) : n;
+    if (std::memchr(base + j, '\n', cr - j) != nullptr) return good;  // a bare LF: byte-wise
+    if (cr == n) return n;                                             // no line end yet
+    if (cr + 2 < n && base[cr + 1] == '\n' && base[cr + 2] != '.') {
+      j = cr + 2;
+      good = j;
+      continue;
+    }
+    return cr;  // the CR (and what follows) goes through the states
+  }
+}
+
+}  // namespace
 
 DataDecoder::Progress DataDecoder::feed(std::string_view in, std::string* out) {
   std::size_t i = 0;
@@ -52,6 +80,15 @@ DataDecoder::Progress DataDecoder::feed(std::string_view in, std::string* out) {
         state_ = State::text;
         continue;
       case State::text: {
+        // Fast path: ordinary lines (CRLF-terminated, no bare CR or LF, the
+        // next line not starting with a period) are copied in one append;
+        // anything else falls through to the byte-wise states below.
+        const std::size_t plain = ordinary_run(in, i);
+        if (plain > i) {
+          emit(out, in.substr(i, plain - i));
+          i = plain;
+          continue;
+        }
         if (c == '\r') {
           state_ = State::cr;
           ++i;
