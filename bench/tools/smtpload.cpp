@@ -11,7 +11,10 @@
 // - Idle mode (--idle N): opens N connections, brings each to the point where
 //   it could start a transaction, prints "idle_connections_established K"
 //   once every attempt has finished, holds them --hold seconds, then QUITs.
-//   Used to measure the server's memory per idle connection.
+//   Used to measure the server's memory per idle connection.  --ramp R sets
+//   up at most R connections at a time (the next starts when one is ready or
+//   has failed), for servers that fork a process per connection and would
+//   otherwise leave thousands waiting in the listen queue past the timeout.
 // - Output: one report, text "key value" lines or (--json) one JSON object
 //   with the same keys.
 // - Bounded: every network wait has a deadline of --timeout seconds (a
@@ -65,6 +68,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -96,7 +100,7 @@ constexpr std::string_view kUsage =
     "usage: smtpload --server HOST:PORT [options]\n"
     "  load:  --sessions N (10)  --messages M (1)  --total T (N)  --size BYTES (5120)\n"
     "         --tls none|starttls|implicit (none)  --resume  --pipelining\n"
-    "  idle:  --idle N  --hold SECONDS (10)\n"
+    "  idle:  --idle N  --hold SECONDS (10)  --ramp R (all at once)\n"
     "  both:  --from ADDR (loadtest@example.org)  --to ADDR (sink@example.test)\n"
     "         --ehlo NAME (smtpload.example.org)  --timeout SECONDS (60)  --json\n"
     "HOST must be a loopback address (127.0.0.0/8, ::1) or localhost; IPv6 as [::1]:PORT.\n"
@@ -130,6 +134,7 @@ struct Options {
   bool pipelining = false;
   unsigned idle = 0;  // 0: load mode
   unsigned hold_seconds = 10;
+  unsigned ramp = 0;  // idle mode: connections being set up at once; 0: all
   std::string from = "loadtest@example.org";
   std::string to = "sink@example.test";
   std::string ehlo = "smtpload.example.org";
@@ -193,6 +198,7 @@ Result<Options> parse_options(const std::vector<std::string_view>& args) {
   bool have_server = false;
   bool have_total = false;
   bool have_hold = false;
+  bool have_ramp = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string_view flag = args[i];
     std::optional<std::string_view> inline_value;
@@ -210,7 +216,8 @@ Result<Options> parse_options(const std::vector<std::string_view>& args) {
     }
     static constexpr std::string_view kValued[] = {"--server", "--sessions", "--messages", "--total",
                                                    "--size",   "--tls",      "--idle",     "--hold",
-                                                   "--from",   "--to",       "--ehlo",     "--timeout"};
+                                                   "--ramp",   "--from",     "--to",       "--ehlo",
+                                                   "--timeout"};
     if (std::find(std::begin(kValued), std::end(kValued), flag) == std::end(kValued))
       return make_error("unknown option \"" + std::string(flag) + "\"");
     std::string_view value;
@@ -261,6 +268,11 @@ Result<Options> parse_options(const std::vector<std::string_view>& args) {
       if (!n) return make_error(n.error());
       o.hold_seconds = *n;
       have_hold = true;
+    } else if (flag == "--ramp") {
+      auto n = parse_number<unsigned>(flag, value, 1, 1000000);
+      if (!n) return make_error(n.error());
+      o.ramp = *n;
+      have_ramp = true;
     } else if (flag == "--from" || flag == "--to" || flag == "--ehlo") {
       auto word = parse_word(flag, value);
       if (!word) return make_error(word.error());
@@ -273,6 +285,7 @@ Result<Options> parse_options(const std::vector<std::string_view>& args) {
   }
   if (!have_server) return make_error("--server is required");
   if (have_hold && o.idle == 0) return make_error("--hold: only with --idle");
+  if (have_ramp && o.idle == 0) return make_error("--ramp: only with --idle");
   if (have_total && o.idle != 0) return make_error("--total: not with --idle");
   if (!have_total) o.total = o.sessions;
   return o;
@@ -609,6 +622,9 @@ struct Run {
 
   void begin_hold();
 
+  // Idle mode with --ramp: starts the next slot, if any is left.
+  std::function<void()> start_next;
+
   asio::io_context& io;
   const Options& options;
   asio::ssl::context* tls;  // null with --tls none
@@ -670,6 +686,7 @@ class Slot {
     bool healthy = co_await open_session();
     ++run_.idle_attempted;
     if (healthy) ++run_.idle_established;
+    if (run_.start_next) run_.start_next();
     if (run_.idle_attempted == run_.options.idle) run_.begin_hold();
     if (healthy) {
       deadline_ = Clock::time_point::max();  // nothing to time while holding
@@ -1071,11 +1088,20 @@ int main(int argc, char** argv) {
 
   std::vector<std::unique_ptr<Slot>> pool;
   pool.reserve(slots);
+  for (std::uint64_t i = 0; i < slots; ++i) pool.push_back(std::make_unique<Slot>(run));
+  std::uint64_t spawned = 0;
+  const auto spawn_next = [&] {
+    Slot& slot = *pool[spawned++];
+    asio::co_spawn(io, idle ? slot.run_idle() : slot.run_load(), rethrow);
+  };
+  // --ramp: the first R idle slots now, then one more each time one is set up.
+  const std::uint64_t first = idle && options.ramp != 0 ? std::min<std::uint64_t>(options.ramp, slots) : slots;
+  if (first < slots)
+    run.start_next = [&] {
+      if (spawned < slots) spawn_next();
+    };
   const auto started = Clock::now();
-  for (std::uint64_t i = 0; i < slots; ++i) {
-    pool.push_back(std::make_unique<Slot>(run));
-    asio::co_spawn(io, idle ? pool.back()->run_idle() : pool.back()->run_load(), rethrow);
-  }
+  while (spawned < first) spawn_next();
   io.run();
   const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
   pool.clear();
