@@ -23,6 +23,7 @@
 #include "delivery/scheduler.hpp"
 #include "queue/queue_admin.hpp"
 #include "queue/spool.hpp"
+#include "queue/spool_writer.hpp"
 #include "server/privileges.hpp"
 #include "server/server.hpp"
 #include "tls/server_context.hpp"
@@ -95,8 +96,13 @@ int serve(const std::string& path) {
   auto scheduler = mxgate::delivery::Scheduler::create(config, spool.value());
   if (!scheduler) return fail("delivery error: " + scheduler.error());
 
+  // The writer outlives the server and dies before the event loop: its
+  // destructor commits what is still pending and posts the results to the
+  // loop (run() only returns once they ran, as each store holds work).
   asio::io_context io(1);
-  mxgate::server::Server server(io, config, loaded->tls, spool.value(),
+  auto writer = mxgate::queue::SpoolWriter::start(spool.value(), config.queue.sync_threads);
+  if (!writer) return fail("spool error: " + writer.error());
+  mxgate::server::Server server(io, config, loaded->tls, *writer.value(),
                                 [&scheduler](const std::string& id) { scheduler.value()->enqueue(id); });
   if (auto bound = server.bind(); !bound) return fail("listen error: " + bound.error());
 
@@ -133,6 +139,9 @@ int serve(const std::string& path) {
   server.start();
   mxgate::log_line("server: mxgate " MXGATE_VERSION " started as " + config.hostname);
   io.run();
+  const auto stats = writer.value()->stats();
+  mxgate::log_line("spool: " + std::to_string(stats.messages) + " messages stored in " +
+                   std::to_string(stats.batches) + " batches, largest " + std::to_string(stats.largest_batch));
   scheduler.value()->stop();
   std::filesystem::remove(pid_file);
   mxgate::log_line("server: stopped");

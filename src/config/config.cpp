@@ -481,12 +481,13 @@ void read_delivery(Reader& r, const toml::table& root, Delivery& delivery) {
 void read_queue(Reader& r, const toml::table& root, Queue& queue) {
   const toml::table* table = r.table(root, "", "queue");
   if (table == nullptr) return;
-  r.check_keys(*table, "queue", {"retry_initial", "retry_max", "max_lifetime"});
+  r.check_keys(*table, "queue", {"retry_initial", "retry_max", "max_lifetime", "sync_threads"});
   constexpr std::int64_t kYear = 366 * 86400;
   std::int64_t value = 0;
   if (r.integer(*table, "queue", "retry_initial", value, 1, kYear)) queue.retry_initial = std::chrono::seconds(value);
   if (r.integer(*table, "queue", "retry_max", value, 1, kYear)) queue.retry_max = std::chrono::seconds(value);
   if (r.integer(*table, "queue", "max_lifetime", value, 0, kYear)) queue.max_lifetime = std::chrono::seconds(value);
+  r.integer(*table, "queue", "sync_threads", queue.sync_threads, 1, 64);
   if (!r.failed() && queue.retry_max < queue.retry_initial) {
     r.fail("queue.retry_max", "must not be less than queue.retry_initial");
   }

@@ -92,11 +92,14 @@ struct Route {
 };
 
 // [queue]: retry schedule (Postfix's minimal_backoff_time, maximal_backoff_time,
-// maximal_queue_lifetime).
+// maximal_queue_lifetime) and the spool writer's parallelism.
 struct Queue {
   std::chrono::seconds retry_initial{300};
   std::chrono::seconds retry_max{3600};
   std::chrono::seconds max_lifetime{432000};
+  // Threads that write and fdatasync the files of one intake batch in
+  // parallel (queue::SpoolWriter), 1 to 64.
+  std::size_t sync_threads = 8;
 };
 
 struct StubZone {

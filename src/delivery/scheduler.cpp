@@ -8,15 +8,23 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <utility>
 
 #include "delivery/bounce.hpp"
 #include "delivery/destination.hpp"
 #include "dns/resolver_options.hpp"
 #include "util/log.hpp"
 
-// Disk work (spool reads, Maildir fsyncs, state rewrites) runs inline on the
-// scheduler's own thread: it delays other outbound sessions by an fsync,
-// never the SMTP server, whose loop is a different thread.
+// Disk work.  Whatever may wait for the device - a Maildir delivery (two
+// fsyncs), a state save after an attempt that left recipients pending (two),
+// a bounce spooled (two), the removal of a delivered message (two unlinks,
+// deliberately without fsync, see queue/delivery_state.hpp: a lost removal
+// is a redelivery, never a loss; but an unlink frees blocks, which on ext4
+// with `discard` and no journal waits for a discard) - runs on disk_pool_
+// (queue.sync_threads threads), so it no longer holds up every other
+// delivery on this loop and several waits overlap.  Reading the spool and
+// state files stays inline: the page cache has them.  On the success path
+// nothing is written at all.
 
 namespace mxgate::delivery {
 namespace {
@@ -85,7 +93,8 @@ Scheduler::Scheduler(const config::Config& config, queue::Spool spool)
       spool_(std::move(spool)),
       io_(std::make_unique<asio::io_context>(1)),
       rng_(std::random_device{}()),
-      parallel_(config.delivery.max_parallel) {
+      parallel_(config.delivery.max_parallel),
+      disk_pool_(config.queue.sync_threads) {
   retry_.initial = config.queue.retry_initial;
   retry_.max_interval = config.queue.retry_max;
   retry_.max_lifetime = config.queue.max_lifetime;
@@ -95,6 +104,7 @@ Scheduler::Scheduler(const config::Config& config, queue::Spool spool)
 
 Scheduler::~Scheduler() {
   stop();
+  disk_pool_.join();  // its work reads messages held by coroutine frames of io_
   connections_.reset();  // its sockets belong to the io_context
   // The resolver's descriptor belongs to the io_context too, so it goes
   // first; it fails whatever lookups are pending instead of touching them.
@@ -218,21 +228,31 @@ asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
   }
   for (const Group& group : groups) {
     if (group.kind == Group::Kind::maildir) {
-      deliver_to_maildir(attempt, group);
+      co_await deliver_to_maildir(attempt, group);
     } else {
       co_await deliver_over_network(attempt, group);
     }
   }
-  co_return finish(attempt);
+  co_return co_await finish(attempt);
 }
 
-void Scheduler::deliver_to_maildir(Attempt& attempt, const Group& group) {
+template <class Work>
+asio::awaitable<std::invoke_result_t<Work&>> Scheduler::on_disk(Work work) {
+  using R = std::invoke_result_t<Work&>;
+  // co_spawn needs a default-constructible result; Result<T> is not.
+  auto result = co_await asio::co_spawn(
+      disk_pool_.get_executor(), [&work]() -> asio::awaitable<std::optional<R>> { co_return work(); },
+      asio::use_awaitable);
+  co_return std::move(*result);
+}
+
+asio::awaitable<void> Scheduler::deliver_to_maildir(Attempt& attempt, const Group& group) {
   auto& state = attempt.state;
   if (!maildir_) {
     for (const std::size_t i : group.recipients) {
       state.recipients[i].last_reply = "451 4.3.5 no Maildir configured for local delivery";
     }
-    return;
+    co_return;
   }
   queue::SpooledMessage copy{attempt.message.envelope, {}};
   copy.envelope.recipients.clear();
@@ -241,7 +261,8 @@ void Scheduler::deliver_to_maildir(Attempt& attempt, const Group& group) {
   // when every recipient goes here (the common case).
   const bool all = copy.envelope.recipients.size() == attempt.message.envelope.recipients.size();
   if (!all) copy.content = attempt.message.content;
-  const auto result = maildir_->deliver(all ? attempt.message : copy);
+  const queue::SpooledMessage& message = all ? attempt.message : copy;
+  const auto result = co_await on_disk([&] { return maildir_->deliver(message); });
   for (const std::size_t i : group.recipients) {
     auto& rcpt = state.recipients[i];
     if (result) {
@@ -363,7 +384,7 @@ asio::awaitable<void> Scheduler::deliver_over_network(Attempt& attempt, const Gr
     if (!answered.count(i)) state.recipients[i].last_reply = "451 4.4.1 " + last_error;
 }
 
-bool Scheduler::finish(Attempt& attempt) {
+asio::awaitable<bool> Scheduler::finish(Attempt& attempt) {
   auto& state = attempt.state;
   const auto& envelope = attempt.message.envelope;
   const std::int64_t now = unix_now();
@@ -391,7 +412,7 @@ bool Scheduler::finish(Attempt& attempt) {
                                       std::chrono::system_clock::now());
     const queue::Envelope bounce_env =
         bounce_envelope(envelope, bounce, queue::new_queue_id(), config_.hostname, now);
-    if (auto stored = spool_.store(bounce_env, bounce.content); !stored) {
+    if (auto stored = co_await on_disk([&] { return spool_.store(bounce_env, bounce.content); }); !stored) {
       // Keep the failures pending so the bounce is not lost: retried later.
       log_line("delivery: " + state.id + ": cannot spool bounce: " + stored.error());
       for (const std::size_t i : attempt.failed_now)
@@ -405,11 +426,17 @@ bool Scheduler::finish(Attempt& attempt) {
   }
 
   if (queue::finished(state)) {
-    if (auto removed = spool_.remove(state.id); !removed) log_line("delivery: " + state.id + ": " + removed.error());
-    if (auto removed = queue::remove_state(spool_.directory(), state.id); !removed)
-      log_line("delivery: " + state.id + ": " + removed.error());
+    // Message first, then state (see queue/delivery_state.hpp).  Not
+    // durable, and off the loop all the same: freeing a file's blocks can
+    // wait for the device (a synchronous discard on ext4 mounted with
+    // `discard` and no journal).
+    const auto [removed, state_removed] = co_await on_disk([&] {
+      return std::pair{spool_.remove(state.id), queue::remove_state(spool_.directory(), state.id)};
+    });
+    if (!removed) log_line("delivery: " + state.id + ": " + removed.error());
+    if (!state_removed) log_line("delivery: " + state.id + ": " + state_removed.error());
     log_line("delivery: " + state.id + ": removed");
-    return true;
+    co_return true;
   }
   // Why the message is still queued, for "mxgate queue list": the reply of
   // the first recipient still pending.
@@ -420,9 +447,9 @@ bool Scheduler::finish(Attempt& attempt) {
     }
   }
   state.next_attempt_unix = queue::next_attempt(retry_, state.attempts, now);
-  if (auto saved = queue::save_state(spool_.directory(), state); !saved)
+  if (auto saved = co_await on_disk([&] { return queue::save_state(spool_.directory(), state); }); !saved)
     log_line("delivery: " + state.id + ": cannot save state: " + saved.error());
-  return false;
+  co_return false;
 }
 
 }  // namespace mxgate::delivery

@@ -11,6 +11,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/thread_pool.hpp>
 #include <deque>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 #include "config/config.hpp"
 #include "delivery/async_limiter.hpp"
@@ -56,9 +58,13 @@ class Scheduler {
   struct Attempt;
   asio::awaitable<void> run_message(std::string id);
   asio::awaitable<bool> attempt(const std::string& id);
-  void deliver_to_maildir(Attempt& attempt, const Group& group);
+  asio::awaitable<void> deliver_to_maildir(Attempt& attempt, const Group& group);
   asio::awaitable<void> deliver_over_network(Attempt& attempt, const Group& group);
-  bool finish(Attempt& attempt);
+  asio::awaitable<bool> finish(Attempt& attempt);
+  // Runs work (a file operation that may wait for the device) on
+  // disk_pool_ and resumes on the delivery thread with its result.
+  template <class Work>
+  asio::awaitable<std::invoke_result_t<Work&>> on_disk(Work work);
 
   const config::Config& config_;
   queue::Spool spool_;
@@ -77,6 +83,12 @@ class Scheduler {
   std::map<std::string, AsyncLimiter> destinations_;   // delivery.destination_concurrency each
   bool stopping_ = false;
   std::thread thread_;
+  // Maildir deliveries, state saves, bounce stores and removals: each may
+  // wait for the device, which must not stall every other delivery on the
+  // loop (see scheduler.cpp).
+  // Joined in ~Scheduler before the io_context (and with it the coroutine
+  // frames whose messages its work reads) is destroyed.
+  asio::thread_pool disk_pool_;
 };
 
 }  // namespace mxgate::delivery

@@ -39,6 +39,14 @@
 //     any, see delivery/bounce.hpp), then Spool::remove(id), then
 //     remove_state(id).  A crash between the last two leaves an orphan state
 //     file, which prune_states() removes at the next start.
+//
+// Removal is not durable: Spool::remove() and remove_state() unlink without
+// fsyncing the directory (one disk flush per delivered message saved).  A
+// crash may undo either or both unlinks, and every combination is safe: the
+// message file back with no state file is delivered again to every
+// recipient; back with its last saved state, again to the recipients that
+// state still shows pending; a state file back without its message is an
+// orphan for prune_states().  At-least-once, never a loss.
 #pragma once
 
 #include <cstdint>
@@ -109,7 +117,7 @@ Result<DeliveryState> load_state(const std::filesystem::path& spool_dir, const E
 // Durably replaces state/<state.id> (see above); creates state/ (0700) on demand.
 Result<void> save_state(const std::filesystem::path& spool_dir, const DeliveryState& state);
 
-// Removes state/<id> (unlink, then fsync of state/).  No file is not an error.
+// Removes state/<id> (unlink only, not durable: see above).  No file is not an error.
 Result<void> remove_state(const std::filesystem::path& spool_dir, std::string_view id);
 
 // Start-up cleanup, after Spool::open and before delivery starts: removes

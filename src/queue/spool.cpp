@@ -1,5 +1,5 @@
 // The spool: one file per message in queue/, written via tmp/ (see
-// write_durably in util/unique_fd.hpp).
+// write_durably in util/unique_fd.hpp, and SpoolWriter for the batched form).
 //
 // File format, version 1 (all header lines end in LF; values are raw bytes
 // that may hold any UTF-8 but never CR or LF, which store() refuses):
@@ -69,7 +69,27 @@ int make_directory(const fs::path& dir) {
   return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 }
 
-Result<std::string> encode_header(const Envelope& e, std::size_t content_size) {
+template <class Int>
+bool parse_int(std::string_view text, Int& out) {
+  if (text.empty() || text.front() == '+') return false;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+bool parse_flag(std::string_view text, bool& out) {
+  if (text != "0" && text != "1") return false;
+  out = text == "1";
+  return true;
+}
+
+Error corrupt(std::string_view id, std::string_view what) {
+  return make_error("spool: " + std::string(id) + ": corrupt: " + std::string(what));
+}
+
+}  // namespace
+
+Result<std::string> Spool::encode_header(const Envelope& e, std::size_t content_size) {
+  if (!valid_id(e.id)) return id_error();
   struct Field {
     std::string_view name;
     const std::string& value;
@@ -104,25 +124,6 @@ Result<std::string> encode_header(const Envelope& e, std::size_t content_size) {
   return h;
 }
 
-template <class Int>
-bool parse_int(std::string_view text, Int& out) {
-  if (text.empty() || text.front() == '+') return false;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
-
-bool parse_flag(std::string_view text, bool& out) {
-  if (text != "0" && text != "1") return false;
-  out = text == "1";
-  return true;
-}
-
-Error corrupt(std::string_view id, std::string_view what) {
-  return make_error("spool: " + std::string(id) + ": corrupt: " + std::string(what));
-}
-
-}  // namespace
-
 Result<Spool> Spool::open(const fs::path& dir) {
   for (const fs::path& d : {dir, dir / "tmp", dir / "queue"}) {
     if (int err = make_directory(d); err != 0) return errno_error("create directory", d, err);
@@ -141,7 +142,6 @@ Result<Spool> Spool::open(const fs::path& dir) {
 }
 
 Result<void> Spool::store(const Envelope& envelope, std::string_view content) const {
-  if (!valid_id(envelope.id)) return id_error();
   auto header = encode_header(envelope, content.size());
   if (!header) return make_error(header.error());
   auto written = write_durably(dir_ / "tmp" / envelope.id, dir_ / "queue" / envelope.id, [&](int fd) {
@@ -267,10 +267,10 @@ Result<SpooledMessage> Spool::load(std::string_view id) const {
 Result<void> Spool::remove(std::string_view id) const {
   if (!valid_id(id)) return id_error();
   const fs::path path = dir_ / "queue" / std::string(id);
+  // No fsync of queue/ (it cost one disk flush per delivered message): see
+  // spool.hpp.  Durability is only owed to what is acknowledged, and a
+  // removal acknowledges nothing.
   if (::unlink(path.c_str()) != 0) return errno_error("remove", path, errno);
-  if (int err = fsync_directory(path.parent_path()); err != 0) {
-    return errno_error("fsync", path.parent_path(), err);
-  }
   return {};
 }
 

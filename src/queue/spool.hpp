@@ -3,6 +3,9 @@
 // answer 250 (RFC 5321 section 6.1: once accepted, a message is our
 // responsibility).  A file in queue/ is complete by construction; anything
 // left in tmp/ after a crash was never acknowledged and is removed at open.
+// The SMTP server stores through queue::SpoolWriter (spool_writer.hpp), which
+// makes many messages durable with one directory fsync; store() below is the
+// one-message form (bounces, tests).
 #pragma once
 
 #include <filesystem>
@@ -29,6 +32,12 @@ class Spool {
   // On any error nothing is left behind and the caller answers 452 4.3.1.
   Result<void> store(const Envelope& envelope, std::string_view content) const;
 
+  // The header of a spool file (everything before the content, see the
+  // format in spool.cpp) for envelope.id and content_size bytes of content.
+  // Fails for an invalid id, no recipients, an empty recipient or a CR or
+  // LF in any field.  Pure.
+  static Result<std::string> encode_header(const Envelope& envelope, std::size_t content_size);
+
   // IDs of the complete messages, oldest first.
   std::vector<std::string> list() const;
 
@@ -48,7 +57,11 @@ class Spool {
   // kept for inspection but never retried.
   Result<void> quarantine(std::string_view id) const;
 
-  // Removes a message once delivered (unlink, then fsync of queue/).
+  // Removes a message once delivered: unlink(2) only, deliberately without
+  // an fsync of queue/.  A removal lost in a crash brings the file back and
+  // the message is delivered a second time (at-least-once), never lost; the
+  // next fsync of queue/ (every intake batch makes one) or the kernel's
+  // writeback makes it durable soon enough.
   Result<void> remove(std::string_view id) const;
 
   const std::filesystem::path& directory() const { return dir_; }

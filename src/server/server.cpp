@@ -15,11 +15,11 @@
 namespace mxgate::server {
 
 Server::Server(asio::io_context& io, const config::Config& config, std::shared_ptr<asio::ssl::context> tls,
-               const queue::Spool& spool, std::function<void(const std::string&)> on_stored)
+               queue::SpoolWriter& writer, std::function<void(const std::string&)> on_stored)
     : io_(io),
       config_(config),
       tls_(std::move(tls)),
-      spool_(spool),
+      writer_(writer),
       relay_policy_(smtp::RelayPolicy::from_config(config).value()),
       on_stored_(std::move(on_stored)),
       signals_(io, SIGTERM, SIGINT) {
@@ -27,7 +27,7 @@ Server::Server(asio::io_context& io, const config::Config& config, std::shared_p
     settings_.push_back(smtp::SessionSettings{config_.hostname, listener.tls, config_.limits, &relay_policy_});
 }
 
-Server::~Server() { store_pool_.join(); }
+Server::~Server() = default;
 
 Result<void> Server::bind() {
   for (const auto& listener : config_.listeners) {
@@ -81,11 +81,21 @@ void Server::detach(Connection* connection) { connections_.erase(connection); }
 
 asio::awaitable<bool> Server::store(const queue::Envelope& envelope, const std::string& content) {
   // The session stays suspended (and keeps envelope and content alive) until
-  // the pool has written and fsync'd; the coroutine then resumes on its own
-  // executor.
-  const auto result = co_await asio::co_spawn(
-      store_pool_.get_executor(),
-      [&]() -> asio::awaitable<Result<void>> { co_return spool_.store(envelope, content); },
+  // the spool writer has committed the batch holding this message; the
+  // writer thread then posts the result to the coroutine's own executor,
+  // whose work guard keeps the event loop from ending meanwhile.
+  const Result<void> result = co_await asio::async_initiate<decltype(asio::use_awaitable), void(Result<void>)>(
+      [this, &envelope, &content](auto handler) {
+        auto work = asio::make_work_guard(asio::get_associated_executor(handler, io_.get_executor()));
+        writer_.submit(envelope, content,
+                       [handler = std::move(handler), work = std::move(work)](Result<void> stored) mutable {
+                         auto executor = work.get_executor();
+                         asio::post(executor, [handler = std::move(handler), stored = std::move(stored),
+                                               work = std::move(work)]() mutable {
+                           std::move(handler)(std::move(stored));
+                         });
+                       });
+      },
       asio::use_awaitable);
   if (!result) {
     log_line("spool: " + envelope.id + ": store failed: " + result.error());

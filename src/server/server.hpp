@@ -8,7 +8,6 @@
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/signal_set.hpp>
-#include <asio/thread_pool.hpp>
 #include <functional>
 #include <memory>
 #include <set>
@@ -16,6 +15,7 @@
 
 #include "config/config.hpp"
 #include "queue/spool.hpp"
+#include "queue/spool_writer.hpp"
 #include "server/connection_host.hpp"
 #include "util/result.hpp"
 
@@ -23,9 +23,11 @@ namespace mxgate::server {
 
 class Server final : public ConnectionHost, private smtp::SessionEnvironment {
  public:
-  // on_stored is called (on the network thread) with each durably stored ID.
+  // Messages are stored through writer (group commit, off the network
+  // thread); on_stored is called (on the network thread) with each durably
+  // stored ID.
   Server(asio::io_context& io, const config::Config& config, std::shared_ptr<asio::ssl::context> tls,
-         const queue::Spool& spool, std::function<void(const std::string&)> on_stored);
+         queue::SpoolWriter& writer, std::function<void(const std::string&)> on_stored);
   ~Server() override;
 
   // Opens every listener; the error names the listener that failed.
@@ -56,11 +58,10 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   asio::io_context& io_;
   const config::Config& config_;
   std::shared_ptr<asio::ssl::context> tls_;
-  const queue::Spool& spool_;
+  queue::SpoolWriter& writer_;
   smtp::RelayPolicy relay_policy_;  // validated by the config parser
   std::function<void(const std::string&)> on_stored_;
   std::function<void()> on_shutdown_;
-  asio::thread_pool store_pool_{2};  // fsync must not stall the event loop
   asio::signal_set signals_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<smtp::SessionSettings> settings_;  // one per listener, same order
