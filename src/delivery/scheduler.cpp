@@ -33,6 +33,10 @@ namespace {
 // at most this many per destination address and TLS requirement.
 constexpr std::chrono::seconds kConnectionMaxIdle{5};
 constexpr std::size_t kConnectionsPerKey = 4;
+// Spool read buffers kept for reuse: at most 32 MiB stay allocated, in
+// buffers of at most 4 MiB (larger messages are rare enough to pay for theirs).
+constexpr std::size_t kKeptReadBytes = 32 * 1024 * 1024;
+constexpr std::size_t kMaxKeptReadBuffer = 4 * 1024 * 1024;
 
 std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
@@ -178,13 +182,19 @@ asio::awaitable<void> Scheduler::run_message(std::string id) {
 }
 
 asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
-  auto bytes = spool_.read(id);
+  std::string buffer;
+  if (!read_buffers_.empty()) {
+    buffer = std::move(read_buffers_.back());
+    read_buffers_.pop_back();
+    kept_read_bytes_ -= buffer.capacity();
+  }
+  auto bytes = spool_.read(id, std::move(buffer));
   if (!bytes) {
     // Deleted by "mxgate queue delete", or unreadable: nothing to deliver.
     log_line("delivery: " + id + ": skipped: " + bytes.error());
     co_return true;
   }
-  auto loaded = queue::Spool::decode(bytes.value(), id);
+  auto loaded = queue::Spool::decode(std::move(bytes.value()), id);
   if (!loaded) {
     // Never delivered, never retried in a loop: set aside for the operator.
     const auto moved = spool_.quarantine(id);
@@ -233,7 +243,14 @@ asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
       co_await deliver_over_network(attempt, group);
     }
   }
-  co_return co_await finish(attempt);
+  const bool finished = co_await finish(attempt);
+  if (std::string& kept = attempt.message.content;
+      kept.capacity() <= kMaxKeptReadBuffer && kept_read_bytes_ + kept.capacity() <= kKeptReadBytes) {
+    kept.clear();
+    kept_read_bytes_ += kept.capacity();
+    read_buffers_.push_back(std::move(kept));
+  }
+  co_return finished;
 }
 
 template <class Work>

@@ -89,6 +89,11 @@ class Scheduler {
   // Joined in ~Scheduler before the io_context (and with it the coroutine
   // frames whose messages its work reads) is destroyed.
   asio::thread_pool disk_pool_;
+  // Spool files are read into buffers kept from earlier attempts (bounded,
+  // see scheduler.cpp): a fresh buffer per delivery cost more in page
+  // faults than reading a large message.
+  std::vector<std::string> read_buffers_;
+  std::size_t kept_read_bytes_ = 0;  // capacity of read_buffers_
 };
 
 }  // namespace mxgate::delivery

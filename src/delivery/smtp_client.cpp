@@ -35,6 +35,7 @@
 #include <mutex>
 #include <optional>
 
+#include "delivery/data_framer.hpp"
 #include "delivery/smtp_client_session.hpp"
 #include "delivery/smtp_reply_parser.hpp"
 #include "tls/server_context.hpp"
@@ -329,11 +330,11 @@ asio::awaitable<bool> Attempt::write_step(const SmtpClientSession::Step& step) {
     const bool ok = co_await write_all(step.output);
     co_return ok;
   }
-  const std::string_view all = step.output;
-  for (std::size_t offset = 0; offset < all.size(); offset += kContentWriteSize) {
+  DataFramer framer(session_.content());
+  while (!framer.done()) {
     arm(settings_.data_block_timeout);  // RFC 5321 4.5.3.2.5: 3 minutes per block
-    const std::string_view piece = all.substr(offset, kContentWriteSize);
-    if (!co_await write_all(piece)) co_return false;
+    const std::string_view piece = framer.next(kContentWriteSize);
+    if (!piece.empty() && !co_await write_all(piece)) co_return false;
   }
   co_return true;
 }
@@ -507,7 +508,7 @@ asio::awaitable<Outcome> Attempt::converse(SmtpClientSession::Step& step) {
       deadline_.arm_at(Clock::time_point::max());  // idle: the cache decides when it ends
       break;
     }
-    if (!step.output.empty() && !co_await write_step(step)) {
+    if ((step.content || !step.output.empty()) && !co_await write_step(step)) {
       session_.connection_lost(io_failure_);
       break;
     }

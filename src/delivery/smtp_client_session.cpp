@@ -74,33 +74,6 @@ Extensions parse_ehlo(const ServerReply& reply) {
   return ext;
 }
 
-std::string frame_data(std::string_view content) {
-  std::string out;
-  out.reserve(content.size() + content.size() / 64 + 8);
-  bool line_start = true;
-  std::size_t i = 0;
-  while (i < content.size()) {
-    if (line_start && content[i] == '.') out += '.';
-    // A plain loop: string_view::find_first_of calls memchr on the two-byte
-    // set once per content byte, which made this the client's hottest spot.
-    std::size_t end = i;
-    while (end < content.size() && content[end] != '\r' && content[end] != '\n') ++end;
-    if (end == content.size()) {
-      out.append(content.substr(i));
-      line_start = false;
-      break;
-    }
-    out.append(content.substr(i, end - i));
-    out += "\r\n";
-    // CRLF is one line end; a bare CR or a bare LF is made one too.
-    i = (content[end] == '\r' && end + 1 < content.size() && content[end + 1] == '\n') ? end + 2 : end + 1;
-    line_start = true;
-  }
-  if (!line_start) out += "\r\n";
-  out += ".\r\n";
-  return out;
-}
-
 SmtpClientSession::SmtpClientSession(Settings settings, Transaction transaction, std::string_view content)
     : settings_(std::move(settings)),
       txn_(std::move(transaction)),
@@ -310,7 +283,7 @@ SmtpClientSession::Step SmtpClientSession::on_transaction_reply(const ServerRepl
       // accepted; end the (empty) message and ignore its reply.
       empty_data_sent_ = true;
       state_ = State::content;
-      return Step{".\r\n", true, Next::read_reply};
+      return Step{".\r\n", false, Next::read_reply};  // the end marker alone, none of the content
     }
     return quit();
   }
@@ -325,7 +298,7 @@ SmtpClientSession::Step SmtpClientSession::on_transaction_reply(const ServerRepl
 SmtpClientSession::Step SmtpClientSession::send_content() {
   state_ = State::content;
   content_sent_ = true;
-  return Step{frame_data(content_), true, Next::read_reply};
+  return Step{{}, true, Next::read_reply};
 }
 
 SmtpClientSession::Step SmtpClientSession::on_content_reply(const ServerReply& reply) {

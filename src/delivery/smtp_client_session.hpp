@@ -60,13 +60,6 @@ struct Extensions {
 
 Extensions parse_ehlo(const ServerReply& reply);
 
-// The octets that follow "354": content with every line that starts with
-// "." given one more (RFC 5321 4.5.2), then CRLF "." CRLF.  A last line
-// without its CRLF gets one.  Defence in depth (the intake refuses them): a
-// bare CR or LF in content is sent as CRLF, so no receiver can see a line
-// end other than the ones the dot-stuffing saw.
-std::string frame_data(std::string_view content);
-
 class SmtpClientSession {
  public:
   enum class TlsUse { none, opportunistic, required };
@@ -95,8 +88,11 @@ class SmtpClientSession {
   enum class Wait { greeting, command, data_init, data_end, quit };
 
   struct Step {
-    std::string output;    // bytes to write first
-    bool content = false;  // output is the message content: data block timeout per write
+    std::string output;  // bytes to write first
+    // Write the message content instead of output, framed by the shell
+    // with DataFramer (src/delivery/data_framer.hpp) piece by piece: data
+    // block timeout per write.
+    bool content = false;
     Next next = Next::read_reply;
   };
 
@@ -129,6 +125,8 @@ class SmtpClientSession {
   // The transaction ended with the reply to end of data, nothing failed, and
   // only QUIT is pending: the connection may be kept for another transaction.
   bool reusable() const { return state_ == State::quit && !connection_failed_ && transaction_done_; }
+  // The message content as given to the constructor (see Step::content).
+  std::string_view content() const { return content_; }
   // The message content (or any part of it) was sent.
   bool content_sent() const { return content_sent_; }
 

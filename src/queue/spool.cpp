@@ -164,7 +164,7 @@ std::vector<std::string> Spool::list() const {
   return ids;
 }
 
-Result<std::string> Spool::read(std::string_view id) const {
+Result<std::string> Spool::read(std::string_view id, std::string buffer) const {
   if (!valid_id(id)) return id_error();
   const fs::path path = dir_ / "queue" / std::string(id);
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -172,13 +172,17 @@ Result<std::string> Spool::read(std::string_view id) const {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return errno_error("stat", path, errno);
 
-  std::string bytes;
-  bytes.reserve(static_cast<std::size_t>(st.st_size));
-  if (const int err = read_all(fd.get(), bytes); err != 0) return errno_error("read", path, err);
-  return bytes;
+  buffer.clear();
+  buffer.reserve(static_cast<std::size_t>(st.st_size));
+  if (const int err = read_all(fd.get(), buffer); err != 0) return errno_error("read", path, err);
+  return buffer;
 }
 
-Result<SpooledMessage> Spool::decode(std::string_view file, std::string_view id) {
+namespace {
+
+// The header of a spool file: message.content is left empty and file is
+// advanced to the first content byte.
+Result<SpooledMessage> decode_header(std::string_view& file, std::string_view id) {
   auto next_line = [&file](std::string_view& line) {
     const auto lf = file.find('\n');
     if (lf == std::string_view::npos) return false;
@@ -254,14 +258,31 @@ Result<SpooledMessage> Spool::decode(std::string_view file, std::string_view id)
   if (file.size() > size) {
     return corrupt(id, std::to_string(file.size() - size) + " bytes after the declared content");
   }
-  message.content.assign(file);
+  return message;
+}
+
+}  // namespace
+
+Result<SpooledMessage> Spool::decode(std::string_view file, std::string_view id) {
+  auto message = decode_header(file, id);
+  if (message) message->content.assign(file);
+  return message;
+}
+
+Result<SpooledMessage> Spool::decode(std::string&& file, std::string_view id) {
+  std::string_view rest = file;
+  auto message = decode_header(rest, id);
+  if (message) {
+    file.erase(0, file.size() - rest.size());
+    message->content = std::move(file);
+  }
   return message;
 }
 
 Result<SpooledMessage> Spool::load(std::string_view id) const {
   auto bytes = read(id);
   if (!bytes) return make_error(bytes.error());
-  return decode(*bytes, id);
+  return decode(std::move(*bytes), id);
 }
 
 Result<void> Spool::remove(std::string_view id) const {

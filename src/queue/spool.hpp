@@ -46,12 +46,16 @@ class Spool {
 
   // The raw bytes of queue/<id>.  An error here is an I/O problem (or the
   // file is gone), worth retrying; it says nothing about the file's contents.
-  Result<std::string> read(std::string_view id) const;
+  // The bytes go into buffer (cleared first), reusing its capacity.
+  Result<std::string> read(std::string_view id, std::string buffer = {}) const;
 
   // Parses the bytes of a spool file named id.  Every error means the file
   // is corrupt (bad header, truncated, trailing bytes, wrong id) and will
   // never load; see quarantine().  Pure: no I/O, suitable for fuzzing.
   static Result<SpooledMessage> decode(std::string_view file, std::string_view id);
+  // The same, the content taking over file's buffer (the header is moved
+  // out of the way in place) instead of a copy of a possibly large message.
+  static Result<SpooledMessage> decode(std::string&& file, std::string_view id);
 
   // Moves a corrupt queue/<id> to corrupt/<id> (created as needed) so it is
   // kept for inspection but never retried.

@@ -104,6 +104,7 @@ class Session {
     bool used_bdat = false;
     bool too_big = false;
     std::uint64_t bdat_size = 0;
+    std::uint64_t declared_size = 0;  // MAIL SIZE= (RFC 1870), 0 when not given
     LineEndingChecker bdat_line_endings;
   };
 

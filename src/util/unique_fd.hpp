@@ -81,15 +81,30 @@ inline int write_all(int fd, std::string_view data) {
 
 // Appends everything fd holds to out, resuming after EINTR.  Returns 0 or errno.
 inline int read_all(int fd, std::string& out) {
-  char buffer[65536];
+  // Straight into out's spare capacity, no bounce buffer: callers that know
+  // the size reserve it, and a large spool file is then read with no copy
+  // in user space.  A 4 KiB probe finds EOF without doubling a buffer that
+  // is exactly full.
+  char probe[4096];
   for (;;) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    const std::size_t used = out.size();
+    const std::size_t spare = out.capacity() - used;
+    ssize_t n;
+    if (spare < sizeof probe) {
+      n = ::read(fd, probe, sizeof probe);
+      if (n > 0) out.append(probe, static_cast<std::size_t>(n));
+    } else {
+      out.resize(out.capacity());
+      n = ::read(fd, out.data() + used, spare);
+      const int saved = errno;
+      out.resize(used + static_cast<std::size_t>(n > 0 ? n : 0));
+      errno = saved;
+    }
     if (n == 0) return 0;
     if (n < 0) {
       if (errno == EINTR) continue;
       return errno;
     }
-    out.append(buffer, static_cast<std::size_t>(n));
   }
 }
 

@@ -231,6 +231,38 @@ TEST(SpoolTest, StoreReportsErrnoWhenQueueIsUnusable) {
   EXPECT_EQ(count_entries(dir.path() / "tmp"), 0u);
 }
 
+TEST(SpoolTest, ReadReusesABufferAndBothDecodesAgree) {
+  TempDir dir;
+  auto spool = Spool::open(dir.path());
+  ASSERT_TRUE(spool) << spool.error();
+  // Larger than read_all's 4 KiB probe and than one read(2) of a pipe, and
+  // not a multiple of a page, so every path of the read loop runs.
+  std::string big;
+  for (int i = 0; big.size() < 3 * 1024 * 1024 + 17; ++i) big += "line " + std::to_string(i) + "\r\n";
+  for (const std::string& content : {std::string(), std::string("x"), binary_content(), big}) {
+    const Envelope envelope = sample_envelope(new_queue_id());
+    ASSERT_TRUE(spool->store(envelope, content));
+    // A buffer left from an earlier, different message: its bytes must not
+    // show through, and a small one grows as needed.
+    for (std::string stale : {std::string(), std::string(64, 'Z'), std::string(5 * 1024 * 1024, 'Z')}) {
+      const std::size_t stale_capacity = stale.capacity();
+      auto bytes = spool->read(envelope.id, std::move(stale));
+      ASSERT_TRUE(bytes) << bytes.error();
+      EXPECT_EQ(*bytes, read_file(dir.path() / "queue" / envelope.id));
+      if (stale_capacity >= bytes->size()) {
+        EXPECT_EQ(bytes->capacity(), stale_capacity) << "the given buffer is reused, not replaced";
+      }
+      auto by_view = Spool::decode(std::string_view(*bytes), envelope.id);
+      auto by_move = Spool::decode(std::move(*bytes), envelope.id);
+      ASSERT_TRUE(by_view) << by_view.error();
+      ASSERT_TRUE(by_move) << by_move.error();
+      EXPECT_EQ(by_view->content, content);
+      EXPECT_EQ(by_move->content, content);
+      expect_same_envelope(by_move->envelope, envelope);
+    }
+  }
+}
+
 TEST(SpoolTest, TruncatedOrExtendedFilesAreRejected) {
   TempDir dir;
   auto spool = Spool::open(dir.path());
