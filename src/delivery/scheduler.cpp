@@ -30,9 +30,11 @@ namespace mxgate::delivery {
 namespace {
 
 // Connection reuse (Postfix scache): an idle connection is kept this long,
-// at most this many per destination address and TLS requirement.
+// at most delivery.destination_concurrency per destination address and TLS
+// requirement.  Fewer (4 once) closed most connections of a burst and paid a
+// full TLS handshake for each again: 17 % of mxgate's CPU in bench/run
+// scenario b.  More cannot be in use at once, and idle ones expire.
 constexpr std::chrono::seconds kConnectionMaxIdle{5};
-constexpr std::size_t kConnectionsPerKey = 4;
 // Spool read buffers kept for reuse: at most 32 MiB stay allocated, in
 // buffers of at most 4 MiB (larger messages are rare enough to pay for theirs).
 constexpr std::size_t kKeptReadBytes = 32 * 1024 * 1024;
@@ -103,7 +105,8 @@ Scheduler::Scheduler(const config::Config& config, queue::Spool spool)
   retry_.max_interval = config.queue.retry_max;
   retry_.max_lifetime = config.queue.max_lifetime;
   client_.helo_name = config.hostname;
-  connections_ = std::make_unique<ConnectionCache>(io_->get_executor(), kConnectionMaxIdle, kConnectionsPerKey);
+  connections_ = std::make_unique<ConnectionCache>(io_->get_executor(), kConnectionMaxIdle,
+                                                    config.delivery.destination_concurrency);
 }
 
 Scheduler::~Scheduler() {
