@@ -1,8 +1,10 @@
 """Facts about the machine and the software for the report header, and what
-`openssl speed` says OpenSSL alone sustains for a TLS 1.3 server handshake."""
+OpenSSL alone sustains for a TLS 1.3 server handshake: the lower bound from
+`openssl speed`'s primitives, and a whole handshake in memory (tlshandshake)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -87,3 +89,17 @@ def openssl_handshake_limit(core: int, seconds: int) -> dict:
         "ms_per_handshake": round(seconds_per_handshake * 1e3, 4),
         "handshakes_per_cpu_s": round(1 / seconds_per_handshake, 1),
     }
+
+
+def openssl_tls_handshake(tlshandshake: Path, certs: Path, core: int, seconds: float) -> dict:
+    """Full TLS handshakes in memory with mxgate's own server context
+    (bench/tools/tlshandshake.cpp), pinned to the server's core: OpenSSL's
+    whole server-side cost of one handshake, with no socket and no SMTP."""
+    argv = procs.pinned([str(tlshandshake), "--json", "--seconds", str(seconds),
+                         "--cert", str(certs / "ecdsa.pem"), "--key", str(certs / "ecdsa.key"),
+                         "--cert", str(certs / "rsa.pem"), "--key", str(certs / "rsa.key")], core)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds * 4 + 60)
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        raise BenchError(f"`{' '.join(argv)}` failed (exit {out.returncode}):\n{out.stdout[-800:]}{out.stderr[-800:]}")
