@@ -191,13 +191,13 @@ asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
     read_buffers_.pop_back();
     kept_read_bytes_ -= buffer.capacity();
   }
-  auto bytes = spool_.read(id, std::move(buffer));
-  if (!bytes) {
+  queue::Spool::LoadFailure failure;
+  auto loaded = spool_.load(id, std::move(buffer), failure);
+  if (!loaded && failure == queue::Spool::LoadFailure::io) {
     // Deleted by "mxgate queue delete", or unreadable: nothing to deliver.
-    log_line("delivery: " + id + ": skipped: " + bytes.error());
+    log_line("delivery: " + id + ": skipped: " + loaded.error());
     co_return true;
   }
-  auto loaded = queue::Spool::decode(std::move(bytes.value()), id);
   if (!loaded) {
     // Never delivered, never retried in a loop: set aside for the operator.
     const auto moved = spool_.quarantine(id);
@@ -249,7 +249,8 @@ asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
   const bool finished = co_await finish(attempt);
   if (std::string& kept = attempt.message.content;
       kept.capacity() <= kMaxKeptReadBuffer && kept_read_bytes_ + kept.capacity() <= kKeptReadBytes) {
-    kept.clear();
+    // Not cleared: Spool::load() overwrites it, and a buffer that keeps its
+    // size is not zero-filled again when it is resized for the next message.
     kept_read_bytes_ += kept.capacity();
     read_buffers_.push_back(std::move(kept));
   }

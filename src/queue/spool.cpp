@@ -180,9 +180,10 @@ Result<std::string> Spool::read(std::string_view id, std::string buffer) const {
 
 namespace {
 
-// The header of a spool file: message.content is left empty and file is
-// advanced to the first content byte.
-Result<SpooledMessage> decode_header(std::string_view& file, std::string_view id) {
+// The header of a spool file: message.content is left empty, file is
+// advanced to the first content byte and size is the declared content size.
+// Whether that many bytes follow is the caller's check.
+Result<SpooledMessage> parse_header(std::string_view& file, std::string_view id, std::uint64_t& size) {
   auto next_line = [&file](std::string_view& line) {
     const auto lf = file.find('\n');
     if (lf == std::string_view::npos) return false;
@@ -199,7 +200,7 @@ Result<SpooledMessage> decode_header(std::string_view& file, std::string_view id
 
   SpooledMessage message;
   Envelope& e = message.envelope;
-  std::uint64_t size = 0;
+  size = 0;
   bool seen_id = false, seen_received = false, seen_sender = false, seen_smtputf8 = false,
        seen_8bitmime = false, seen_client = false, seen_helo = false, seen_tls = false, seen_size = false;
 
@@ -251,14 +252,42 @@ Result<SpooledMessage> decode_header(std::string_view& file, std::string_view id
       e.recipients.empty()) {
     return corrupt(id, "missing header field");
   }
-  if (file.size() < size) {
-    return corrupt(id, "truncated: " + std::to_string(size) + " content bytes declared, " +
-                           std::to_string(file.size()) + " present");
-  }
-  if (file.size() > size) {
-    return corrupt(id, std::to_string(file.size() - size) + " bytes after the declared content");
-  }
   return message;
+}
+
+Result<void> check_content_size(std::uint64_t declared, std::uint64_t present, std::string_view id) {
+  if (present < declared) {
+    return corrupt(id, "truncated: " + std::to_string(declared) + " content bytes declared, " +
+                           std::to_string(present) + " present");
+  }
+  if (present > declared) {
+    return corrupt(id, std::to_string(present - declared) + " bytes after the declared content");
+  }
+  return {};
+}
+
+// The header and the declared content size of a whole spool file.
+Result<SpooledMessage> decode_header(std::string_view& file, std::string_view id) {
+  std::uint64_t size = 0;
+  auto message = parse_header(file, id, size);
+  if (!message) return message;
+  if (auto sized = check_content_size(size, file.size(), id); !sized) return make_error(sized.error());
+  return message;
+}
+
+// pread(2) of exactly size bytes at offset, resuming after EINTR and short
+// reads.  0, errno, or EIO when the file ends early.
+int pread_exact(int fd, char* out, std::size_t size, off_t offset) {
+  while (size > 0) {
+    const ssize_t n = ::pread(fd, out, size, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return EIO;
+    out += n;
+    size -= static_cast<std::size_t>(n);
+    offset += n;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -280,9 +309,58 @@ Result<SpooledMessage> Spool::decode(std::string&& file, std::string_view id) {
 }
 
 Result<SpooledMessage> Spool::load(std::string_view id) const {
-  auto bytes = read(id);
-  if (!bytes) return make_error(bytes.error());
-  return decode(std::move(*bytes), id);
+  LoadFailure failure;
+  return load(id, {}, failure);
+}
+
+Result<SpooledMessage> Spool::load(std::string_view id, std::string buffer, LoadFailure& failure) const {
+  failure = LoadFailure::io;
+  if (!valid_id(id)) return id_error();
+  const fs::path path = dir_ / "queue" / std::string(id);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno_error("open", path, errno);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return errno_error("stat", path, errno);
+  const auto file_size = static_cast<std::uint64_t>(st.st_size);
+
+  // The header is a few hundred bytes; one read of the start holds it and
+  // usually the whole of a small message.  The rest of the content then goes
+  // straight into buffer, which the scheduler hands back message after
+  // message: no copy of the file in user space, no zeroing of storage that
+  // is about to be overwritten (resize() only zero-fills growth).
+  char head[16 * 1024];
+  const std::size_t head_size = static_cast<std::size_t>(std::min<std::uint64_t>(file_size, sizeof head));
+  if (const int err = pread_exact(fd.get(), head, head_size, 0); err != 0) return errno_error("read", path, err);
+  std::string_view rest(head, head_size);
+  std::uint64_t declared = 0;
+  auto message = parse_header(rest, id, declared);
+  if (!message && head_size == file_size) {
+    failure = LoadFailure::corrupt;
+    return message;
+  }
+  if (!message) {
+    // A header longer than head (thousands of recipients): the simple way.
+    auto bytes = read(id, std::move(buffer));
+    if (!bytes) return make_error(bytes.error());
+    auto decoded = decode(std::move(*bytes), id);
+    failure = decoded ? LoadFailure::none : LoadFailure::corrupt;
+    return decoded;
+  }
+  const std::uint64_t header_size = head_size - rest.size();
+  if (auto sized = check_content_size(declared, file_size - header_size, id); !sized) {
+    failure = LoadFailure::corrupt;
+    return make_error(sized.error());
+  }
+  buffer.resize(static_cast<std::size_t>(declared));
+  rest.copy(buffer.data(), rest.size());
+  if (const int err = pread_exact(fd.get(), buffer.data() + rest.size(), buffer.size() - rest.size(),
+                                  static_cast<off_t>(head_size));
+      err != 0) {
+    return errno_error("read", path, err);
+  }
+  message->content = std::move(buffer);
+  failure = LoadFailure::none;
+  return message;
 }
 
 Result<void> Spool::remove(std::string_view id) const {

@@ -44,6 +44,14 @@ class Spool {
   // read() then decode().
   Result<SpooledMessage> load(std::string_view id) const;
 
+  // The same for delivery, with the content read into buffer's storage (a
+  // buffer handed back from an earlier message keeps its capacity, and its
+  // size: only growth is zero-filled).  On failure, failure tells an I/O
+  // problem worth retrying (io) from a file that will never load (corrupt,
+  // see quarantine()).
+  enum class LoadFailure { none, io, corrupt };
+  Result<SpooledMessage> load(std::string_view id, std::string buffer, LoadFailure& failure) const;
+
   // The raw bytes of queue/<id>.  An error here is an I/O problem (or the
   // file is gone), worth retrying; it says nothing about the file's contents.
   // The bytes go into buffer (cleared first), reusing its capacity.

@@ -263,6 +263,58 @@ TEST(SpoolTest, ReadReusesABufferAndBothDecodesAgree) {
   }
 }
 
+// The delivery path: content read into a handed-back buffer, header parsed
+// from the first read, for small and large messages and for a header too
+// long for that first read (thousands of recipients).
+TEST(SpoolTest, LoadIntoAReusedBufferMatchesDecode) {
+  TempDir dir;
+  auto spool = Spool::open(dir.path());
+  ASSERT_TRUE(spool) << spool.error();
+  std::string big;
+  for (int i = 0; big.size() < 3 * 1024 * 1024 + 17; ++i) big += "line " + std::to_string(i) + "\r\n";
+  Envelope crowded = sample_envelope(new_queue_id());
+  for (int i = 0; i < 2000; ++i) crowded.recipients.push_back("user" + std::to_string(i) + "@example.test");
+  std::vector<std::pair<Envelope, std::string>> cases;
+  for (const std::string& content : {std::string(), std::string("x"), binary_content(), std::string(16 * 1024, 'q'), big})
+    cases.emplace_back(sample_envelope(new_queue_id()), content);
+  cases.emplace_back(crowded, "hello\r\n");
+  crowded.id = new_queue_id();
+  cases.emplace_back(crowded, big);
+  for (const auto& [envelope, content] : cases) {
+    ASSERT_TRUE(spool->store(envelope, content));
+    for (std::string stale : {std::string(), std::string(64, 'Z'), std::string(5 * 1024 * 1024, 'Z')}) {
+      Spool::LoadFailure failure = Spool::LoadFailure::io;
+      auto loaded = spool->load(envelope.id, std::move(stale), failure);
+      ASSERT_TRUE(loaded) << loaded.error();
+      EXPECT_EQ(failure, Spool::LoadFailure::none);
+      EXPECT_EQ(loaded->content, content) << "stale bytes must not show through";
+      expect_same_envelope(loaded->envelope, envelope);
+    }
+  }
+}
+
+TEST(SpoolTest, LoadTellsAMissingFileFromACorruptOne) {
+  TempDir dir;
+  auto spool = Spool::open(dir.path());
+  ASSERT_TRUE(spool) << spool.error();
+  Spool::LoadFailure failure = Spool::LoadFailure::none;
+  EXPECT_FALSE(spool->load("GONE", {}, failure));
+  EXPECT_EQ(failure, Spool::LoadFailure::io);
+
+  ASSERT_TRUE(spool->store(sample_envelope("T2"), "0123456789"));
+  const fs::path file = dir.path() / "queue" / "T2";
+  const std::string whole = read_file(file);
+  for (const std::string& damaged : {whole.substr(0, whole.size() - 1), whole + "X", whole.substr(0, 20),
+                                     "MXGATE-SPOOL 9\n" + whole.substr(15)}) {
+    write_file(file, damaged);
+    failure = Spool::LoadFailure::none;
+    auto loaded = spool->load("T2", std::string(100, 'Z'), failure);
+    ASSERT_FALSE(loaded);
+    EXPECT_EQ(failure, Spool::LoadFailure::corrupt) << loaded.error();
+    EXPECT_EQ(loaded.error().rfind("spool: T2: corrupt: ", 0), 0u) << loaded.error();
+  }
+}
+
 TEST(SpoolTest, TruncatedOrExtendedFilesAreRejected) {
   TempDir dir;
   auto spool = Spool::open(dir.path());
