@@ -19,33 +19,25 @@ constexpr std::size_t kReadBufferSize = 16 * 1024;
 // Bound on the final write (421, 221) to a client that no longer reads.
 constexpr std::chrono::seconds kFinalWriteTimeout{10};
 
-std::string endpoint_text(const asio::ip::tcp::socket& socket) {
-  asio::error_code ec;
-  const auto ep = socket.remote_endpoint(ec);
-  if (ec) return "unknown";
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
-}
-
-std::string address_text(const asio::ip::tcp::socket& socket) {
-  asio::error_code ec;
-  const auto ep = socket.remote_endpoint(ec);
-  if (ec) return "unknown";
-  auto address = ep.address();
+// The client's IP address without the IPv4-mapped prefix a dual-stack
+// listener gives it.
+asio::ip::address client_address(const asio::ip::tcp::endpoint& peer) {
+  const auto address = peer.address();
   if (address.is_v6() && address.to_v6().is_v4_mapped())
-    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
-  return address.to_string();
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  return address;
 }
 
 }  // namespace
 
-Connection::Connection(asio::ip::tcp::socket socket, ConnectionHost& host,
+Connection::Connection(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& peer, ConnectionHost& host,
                        const config::Listener& listener)
     : host_(host),
       listener_(listener),
       socket_(std::move(socket)),
       deadline_(socket_.get_executor()),
-      peer_(endpoint_text(socket_)),
-      session_(host.session_settings(listener), host.session_environment(), address_text(socket_)),
+      peer_(peer.address().to_string() + ":" + std::to_string(peer.port())),
+      session_(host.session_settings(listener), host.session_environment(), client_address(peer).to_string()),
       read_buffer_(new char[kReadBufferSize]) {
   host_.attach(this);
 }

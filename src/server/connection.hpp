@@ -23,7 +23,9 @@ class ConnectionHost;
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(asio::ip::tcp::socket socket, ConnectionHost& host, const config::Listener& listener);
+  // peer is the client's address as accept(2) gave it (no getpeername(2)).
+  Connection(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& peer, ConnectionHost& host,
+             const config::Listener& listener);
   ~Connection();
 
   asio::awaitable<void> run();

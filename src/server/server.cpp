@@ -39,6 +39,10 @@ Result<void> Server::bind() {
     acceptor->open(endpoint.protocol(), ec);
     if (!ec) acceptor->set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
     if (!ec && address.is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
+    // Replies go out as soon as they are written (PIPELINING batches them
+    // already).  Set on the listener, Linux hands it to every accepted
+    // socket: one setsockopt(2) per listener instead of one per connection.
+    if (!ec) acceptor->set_option(asio::ip::tcp::no_delay(true), ec);
     if (!ec) acceptor->bind(endpoint, ec);
     if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return make_error("listener " + listener.address + ": " + ec.message());
@@ -117,7 +121,9 @@ asio::awaitable<void> Server::refuse(asio::ip::tcp::socket socket) {
 asio::awaitable<void> Server::accept_loop(asio::ip::tcp::acceptor& acceptor, const config::Listener& listener) {
   for (;;) {
     asio::error_code ec;
-    asio::ip::tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    asio::ip::tcp::endpoint peer;
+    asio::ip::tcp::socket socket =
+        co_await acceptor.async_accept(peer, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (shutting_down_ || ec == asio::error::operation_aborted) co_return;
       // EMFILE and friends: back off briefly rather than spin.
@@ -126,12 +132,11 @@ asio::awaitable<void> Server::accept_loop(asio::ip::tcp::acceptor& acceptor, con
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    socket.set_option(asio::ip::tcp::no_delay(true), ec);
     if (connections_.size() >= config_.limits.max_connections) {
       asio::co_spawn(io_, refuse(std::move(socket)), asio::detached);
       continue;
     }
-    auto connection = std::make_shared<Connection>(std::move(socket), *this, listener);
+    auto connection = std::make_shared<Connection>(std::move(socket), peer, *this, listener);
     asio::co_spawn(io_, connection->run(), asio::detached);
   }
 }
