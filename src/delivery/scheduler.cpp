@@ -184,7 +184,8 @@ asio::awaitable<void> Scheduler::run_message(std::string id) {
   active_.erase(id);
 }
 
-asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
+bool Scheduler::load_content(Attempt& attempt, std::string& error) {
+  if (!attempt.message.content_pending) return true;
   std::string buffer;
   if (!read_buffers_.empty()) {
     buffer = std::move(read_buffers_.back());
@@ -192,7 +193,23 @@ asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
     kept_read_bytes_ -= buffer.capacity();
   }
   queue::Spool::LoadFailure failure;
-  auto loaded = spool_.load(id, std::move(buffer), failure);
+  auto loaded = spool_.load(attempt.state.id, std::move(buffer), failure);
+  if (!loaded) {
+    error = loaded.error();
+    log_line("delivery: " + attempt.state.id + ": " + error);
+    return false;
+  }
+  attempt.message.content = std::move(loaded->content);
+  attempt.message.content_pending = false;
+  return true;
+}
+
+asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
+  // The envelope now; a large content only when it is about to be sent
+  // (load_content): up to max_parallel messages are in an attempt at once,
+  // most of them waiting for a connection to their destination.
+  queue::Spool::LoadFailure failure;
+  auto loaded = spool_.load(id, {}, failure, queue::Spool::ContentRead::if_small);
   if (!loaded && failure == queue::Spool::LoadFailure::io) {
     // Deleted by "mxgate queue delete", or unreadable: nothing to deliver.
     log_line("delivery: " + id + ": skipped: " + loaded.error());
@@ -248,7 +265,8 @@ asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
   }
   const bool finished = co_await finish(attempt);
   if (std::string& kept = attempt.message.content;
-      kept.capacity() <= kMaxKeptReadBuffer && kept_read_bytes_ + kept.capacity() <= kKeptReadBytes) {
+      kept.capacity() > 0 && kept.capacity() <= kMaxKeptReadBuffer &&
+      kept_read_bytes_ + kept.capacity() <= kKeptReadBytes) {
     // Not cleared: Spool::load() overwrites it, and a buffer that keeps its
     // size is not zero-filled again when it is resized for the next message.
     kept_read_bytes_ += kept.capacity();
@@ -273,6 +291,10 @@ asio::awaitable<void> Scheduler::deliver_to_maildir(Attempt& attempt, const Grou
     for (const std::size_t i : group.recipients) {
       state.recipients[i].last_reply = "451 4.3.5 no Maildir configured for local delivery";
     }
+    co_return;
+  }
+  if (std::string error; !load_content(attempt, error)) {
+    for (const std::size_t i : group.recipients) state.recipients[i].last_reply = "451 4.3.0 " + error;
     co_return;
   }
   queue::SpooledMessage copy{attempt.message.envelope, {}};
@@ -331,6 +353,10 @@ asio::awaitable<void> Scheduler::deliver_over_network(Attempt& attempt, const Gr
   auto& limiter = destinations_.try_emplace(where, config_.delivery.destination_concurrency).first->second;
   co_await limiter.acquire();
   std::string last_error = "no MX host could be reached";
+  if (std::string error; !load_content(attempt, error)) {
+    remaining.clear();  // none of them is tried
+    for (const std::size_t i : group.recipients) state.recipients[i].last_reply = "451 4.3.0 " + error;
+  }
   for (const Candidate& candidate : destination.candidates) {
     if (remaining.empty()) break;
     if (candidate.addresses.empty()) {
@@ -423,6 +449,13 @@ asio::awaitable<bool> Scheduler::finish(Attempt& attempt) {
     log_line("delivery: " + state.id + ": expired after " + std::to_string(state.attempts) + " attempts");
   }
 
+  std::string unreadable;
+  if (!attempt.failed_now.empty() && should_bounce(envelope) && !load_content(attempt, unreadable)) {
+    // The bounce quotes the message's header: without it, keep the failures
+    // pending and bounce them on a later attempt.
+    for (const std::size_t i : attempt.failed_now) state.recipients[i].status = queue::RecipientState::Status::pending;
+    attempt.failed_now.clear();
+  }
   if (!attempt.failed_now.empty() && should_bounce(envelope)) {
     std::vector<FailedRecipient> failed;
     for (const std::size_t i : attempt.failed_now) {

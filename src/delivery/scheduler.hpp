@@ -61,6 +61,9 @@ class Scheduler {
   asio::awaitable<void> deliver_to_maildir(Attempt& attempt, const Group& group);
   asio::awaitable<void> deliver_over_network(Attempt& attempt, const Group& group);
   asio::awaitable<bool> finish(Attempt& attempt);
+  // Reads the content of a message loaded without it (into a kept buffer).
+  // False, with error set, when the spool file cannot be read.
+  bool load_content(Attempt& attempt, std::string& error);
   // Runs work (a file operation that may wait for the device) on
   // disk_pool_ and resumes on the delivery thread with its result.
   template <class Work>

@@ -313,7 +313,8 @@ Result<SpooledMessage> Spool::load(std::string_view id) const {
   return load(id, {}, failure);
 }
 
-Result<SpooledMessage> Spool::load(std::string_view id, std::string buffer, LoadFailure& failure) const {
+Result<SpooledMessage> Spool::load(std::string_view id, std::string buffer, LoadFailure& failure,
+                                   ContentRead content) const {
   failure = LoadFailure::io;
   if (!valid_id(id)) return id_error();
   const fs::path path = dir_ / "queue" / std::string(id);
@@ -339,7 +340,8 @@ Result<SpooledMessage> Spool::load(std::string_view id, std::string buffer, Load
     return message;
   }
   if (!message) {
-    // A header longer than head (thousands of recipients): the simple way.
+    // A header longer than head (thousands of recipients): the simple way,
+    // content included whatever content says.
     auto bytes = read(id, std::move(buffer));
     if (!bytes) return make_error(bytes.error());
     auto decoded = decode(std::move(*bytes), id);
@@ -351,6 +353,12 @@ Result<SpooledMessage> Spool::load(std::string_view id, std::string buffer, Load
     failure = LoadFailure::corrupt;
     return make_error(sized.error());
   }
+  failure = LoadFailure::none;
+  if (content == ContentRead::if_small && rest.size() < declared) {
+    message->content_pending = true;
+    return message;
+  }
+  failure = LoadFailure::io;
   buffer.resize(static_cast<std::size_t>(declared));
   rest.copy(buffer.data(), rest.size());
   if (const int err = pread_exact(fd.get(), buffer.data() + rest.size(), buffer.size() - rest.size(),

@@ -21,6 +21,9 @@ namespace mxgate::queue {
 struct SpooledMessage {
   Envelope envelope;
   std::string content;  // the message as received (CRLF line ends), Received header first
+  // Set by Spool::load(..., ContentRead::if_small) when the content is still
+  // on disk (content is then empty): load again with ContentRead::whole.
+  bool content_pending = false;
 };
 
 class Spool {
@@ -49,8 +52,15 @@ class Spool {
   // size: only growth is zero-filled).  On failure, failure tells an I/O
   // problem worth retrying (io) from a file that will never load (corrupt,
   // see quarantine()).
+  // With ContentRead::if_small, a content that did not come with the first
+  // read of the file (16 KiB with the header) is left on disk and the message
+  // marked content_pending: the scheduler reads a large message only once a
+  // connection is free to send it, so a queue of waiting messages holds their
+  // envelopes in memory, not their contents.
   enum class LoadFailure { none, io, corrupt };
-  Result<SpooledMessage> load(std::string_view id, std::string buffer, LoadFailure& failure) const;
+  enum class ContentRead { whole, if_small };
+  Result<SpooledMessage> load(std::string_view id, std::string buffer, LoadFailure& failure,
+                              ContentRead content = ContentRead::whole) const;
 
   // The raw bytes of queue/<id>.  An error here is an I/O problem (or the
   // file is gone), worth retrying; it says nothing about the file's contents.

@@ -288,7 +288,23 @@ TEST(SpoolTest, LoadIntoAReusedBufferMatchesDecode) {
       ASSERT_TRUE(loaded) << loaded.error();
       EXPECT_EQ(failure, Spool::LoadFailure::none);
       EXPECT_EQ(loaded->content, content) << "stale bytes must not show through";
+      EXPECT_FALSE(loaded->content_pending);
       expect_same_envelope(loaded->envelope, envelope);
+    }
+    // The envelope alone unless the content came with the first read.
+    Spool::LoadFailure failure = Spool::LoadFailure::io;
+    auto head = spool->load(envelope.id, {}, failure, Spool::ContentRead::if_small);
+    ASSERT_TRUE(head) << head.error();
+    EXPECT_EQ(failure, Spool::LoadFailure::none);
+    expect_same_envelope(head->envelope, envelope);
+    const bool small = content.size() < 8 * 1024 && envelope.recipients.size() < 10;
+    const bool huge_header = envelope.recipients.size() > 1000;  // read whole: the header outgrows the first read
+    if (small || huge_header) {
+      EXPECT_FALSE(head->content_pending);
+      EXPECT_EQ(head->content, content);
+    } else {
+      EXPECT_TRUE(head->content_pending);
+      EXPECT_TRUE(head->content.empty());
     }
   }
 }
