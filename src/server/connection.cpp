@@ -59,9 +59,10 @@ asio::awaitable<void> Connection::watchdog() {
   co_await deadline_.watch(socket_);
 }
 
-asio::awaitable<bool> Connection::write_all(std::string_view bytes) {
+asio::awaitable<bool> Connection::write_all(std::string_view bytes, bool last) {
   if (tls_) {
-    const std::error_code ec = co_await tls_->write_all(bytes);
+    const std::error_code ec =
+        co_await tls_->write_all(bytes, last ? tls::Stream::Then::close_notify : tls::Stream::Then::keep_open);
     co_return !ec;
   }
   asio::error_code ec;
@@ -118,7 +119,7 @@ asio::awaitable<void> Connection::run() {
     if (!step.output.empty()) {
       arm(step.next == smtp::Next::close ? std::chrono::duration_cast<Clock::duration>(kFinalWriteTimeout)
                                          : timeouts.command);
-      if (!co_await write_all(step.output)) {
+      if (!co_await write_all(step.output, step.next == smtp::Next::close)) {
         session_.disconnected();
         break;
       }
@@ -128,7 +129,7 @@ asio::awaitable<void> Connection::run() {
         if (shutting_down_ && !session_.in_transaction()) {
           arm(kFinalWriteTimeout);
           const std::string goodbye = session_.shutting_down();
-          co_await write_all(goodbye);
+          co_await write_all(goodbye, true);
           open = false;
           break;
         }
@@ -146,7 +147,7 @@ asio::awaitable<void> Connection::run() {
             } else {
               goodbye = session_.timed_out();
             }
-            co_await write_all(goodbye);
+            co_await write_all(goodbye, true);
           } else {
             session_.disconnected();
           }

@@ -38,7 +38,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   using Clock = std::chrono::steady_clock;
 
   asio::awaitable<void> watchdog();
-  asio::awaitable<bool> write_all(std::string_view bytes);
+  // last: the session's final reply; over TLS, close_notify goes with it.
+  asio::awaitable<bool> write_all(std::string_view bytes, bool last = false);
   asio::awaitable<std::size_t> read_some();
   asio::awaitable<bool> handshake();
   asio::awaitable<bool> store();

@@ -17,34 +17,95 @@ namespace {
 
 enum Progress { kDone = 0, kWantRead = 1, kWantWrite = 2, kFailed = -1 };
 
-// A socket BIO that sends with MSG_NOSIGNAL.  OpenSSL's own socket BIO uses
-// write(2), which raises SIGPIPE when the peer has gone: a library must not
-// be able to kill the process that hosts it (the tools do not ignore SIGPIPE).
-int socket_of(BIO* bio) { return static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio))); }
+// A socket BIO of our own, for two reasons.
+// - It sends with MSG_NOSIGNAL and MSG_DONTWAIT.  OpenSSL's socket BIO uses
+//   write(2), which raises SIGPIPE when the peer has gone: a library must not
+//   be able to kill the process that hosts it (the tools do not ignore
+//   SIGPIPE).  MSG_DONTWAIT spares an ioctl(FIONBIO) per connection.
+// - It gathers records.  OpenSSL hands over one TLS record (at most 16 KiB
+//   of plaintext) per BIO_write, so a 64 KiB piece of a message was four
+//   send(2) calls and four loopback segments; now it is two.  Records are appended to
+//   BioState::out (up to kGather bytes) and sent together on the next
+//   BIO_flush, which Stream calls at the end of every write and which
+//   OpenSSL calls at the end of every handshake flight.  The buffer is
+//   released as soon as it is empty, so an idle connection keeps none.
+//   One flush is held back: the server's TLS 1.3 NewSessionTicket, written
+//   after the client's Finished, goes out with the first reply (or before
+//   the first wait for input) instead of in a segment of its own; the
+//   client needs it only for a later connection.
+// Three full records: below the 64 KiB at which glibc's free(3) consolidates
+// its heap (the buffer is freed whenever it empties).
+constexpr std::size_t kGather = 3 * (SSL3_RT_MAX_PLAIN_LENGTH + 256);
+
+BioState* state_of(BIO* bio) { return static_cast<BioState*>(BIO_get_data(bio)); }
 
 bool retryable(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
+// Sends what is pending: 1 when all of it went out, 0 when the socket is full
+// (retry flag set), -1 on an error (errno set).
+int send_pending(BIO* bio, BioState& st) {
+  while (st.sent < st.out.size()) {
+    const ssize_t n =
+        ::send(st.fd, st.out.data() + st.sent, st.out.size() - st.sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (!retryable(errno)) return -1;
+      BIO_set_retry_write(bio);
+      return 0;
+    }
+    st.sent += static_cast<std::size_t>(n);
+  }
+  std::string().swap(st.out);
+  st.sent = 0;
+  return 1;
+}
+
 int bio_write(BIO* bio, const char* data, int size) {
   BIO_clear_retry_flags(bio);
-  const ssize_t n = ::send(socket_of(bio), data, static_cast<std::size_t>(size), MSG_NOSIGNAL);
-  if (n < 0 && retryable(errno)) BIO_set_retry_write(bio);
-  return static_cast<int>(n);
+  BioState& st = *state_of(bio);
+  const auto length = static_cast<std::size_t>(size);
+  if (st.out.size() - st.sent + length > kGather) {
+    // Full: make room by sending what waits (OpenSSL retries this very
+    // write once the socket drains).
+    if (const int r = send_pending(bio, st); r <= 0) return r;
+  }
+  if (st.out.empty() && length >= kGather) {
+    const ssize_t n = ::send(st.fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && retryable(errno)) BIO_set_retry_write(bio);
+    return static_cast<int>(n);
+  }
+  // A full record announces more (a message's content): room for a whole
+  // gather at once.  Short replies grow the buffer only as far as they need.
+  if (st.out.capacity() == 0 && length >= 4096) st.out.reserve(kGather);
+  st.out.append(data, length);
+  return size;
 }
 
 int bio_read(BIO* bio, char* data, int size) {
   BIO_clear_retry_flags(bio);
-  const ssize_t n = ::recv(socket_of(bio), data, static_cast<std::size_t>(size), 0);
+  const ssize_t n = ::recv(state_of(bio)->fd, data, static_cast<std::size_t>(size), MSG_DONTWAIT);
   if (n < 0 && retryable(errno)) BIO_set_retry_read(bio);
   return static_cast<int>(n);
 }
 
-long bio_ctrl(BIO*, int command, long, void*) {
-  // Writes go straight to the socket, so there is never anything to flush.
-  return command == BIO_CTRL_FLUSH ? 1 : 0;
+long bio_ctrl(BIO* bio, int command, long, void*) {
+  switch (command) {
+    case BIO_CTRL_FLUSH: {
+      BIO_clear_retry_flags(bio);
+      BioState& st = *state_of(bio);
+      if (st.ssl != nullptr && SSL_get_state(st.ssl) == TLS_ST_SW_SESSION_TICKET) return 1;
+      return send_pending(bio, st) > 0 ? 1 : 0;
+    }
+    case BIO_CTRL_WPENDING: {
+      const BioState& st = *state_of(bio);
+      return static_cast<long>(st.out.size() - st.sent);
+    }
+    default:
+      return 0;
+  }
 }
 
 // Made once and never changed: shared read-only by every stream.
-const BIO_METHOD* nosignal_socket_method() {
+const BIO_METHOD* gathering_socket_method() {
   static const BIO_METHOD* const method = [] {
     BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "mxgate socket");
     if (m == nullptr) return static_cast<BIO_METHOD*>(nullptr);
@@ -56,12 +117,12 @@ const BIO_METHOD* nosignal_socket_method() {
   return method;
 }
 
-BIO* socket_bio(int fd) {
-  const BIO_METHOD* method = nosignal_socket_method();
+BIO* socket_bio(BioState& state) {
+  const BIO_METHOD* method = gathering_socket_method();
   if (method == nullptr) return nullptr;
   BIO* bio = BIO_new(method);
   if (bio == nullptr) return nullptr;
-  BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)));
+  BIO_set_data(bio, &state);
   BIO_set_init(bio, 1);
   return bio;
 }
@@ -69,17 +130,17 @@ BIO* socket_bio(int fd) {
 }  // namespace
 
 Stream::Stream(asio::ip::tcp::socket& socket, SSL_CTX* context, Role role)
-    : socket_(socket), ssl_(SSL_new(context)) {
+    : socket_(socket), bio_state_{socket.native_handle(), nullptr, {}, 0}, ssl_(SSL_new(context)) {
   if (!ssl_) return;
-  asio::error_code ec;
-  // OpenSSL does the reads and writes; they must never block the event loop.
-  socket_.non_blocking(true, ec);
-  BIO* bio = ec ? nullptr : socket_bio(socket_.native_handle());
+  // OpenSSL does the reads and writes, with MSG_DONTWAIT: they never block
+  // the event loop.
+  BIO* bio = socket_bio(bio_state_);
   if (bio == nullptr) {
     ssl_.reset();
     return;
   }
   SSL_set_bio(ssl_.get(), bio, bio);  // one reference, owned by the SSL from here
+  bio_state_.ssl = ssl_.get();
   // Partial writes let write_all() own the loop; the buffer never moves
   // between retries, but OpenSSL need not check that.
   SSL_set_mode(ssl_.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -147,6 +208,17 @@ asio::awaitable<std::error_code> Stream::handshake() {
   }
 }
 
+asio::awaitable<std::error_code> Stream::flush() {
+  for (;;) {
+    BIO* bio = SSL_get_wbio(ssl_.get());
+    BIO_clear_retry_flags(bio);
+    const int r = send_pending(bio, bio_state_);
+    if (r > 0) co_return std::error_code();
+    if (r < 0) co_return std::error_code(errno, std::system_category());
+    if (auto ec = co_await wait(kWantWrite); ec) co_return ec;
+  }
+}
+
 asio::awaitable<std::size_t> Stream::read_some(char* buffer, std::size_t size, std::error_code& ec) {
   ec.clear();
   for (;;) {
@@ -155,11 +227,14 @@ asio::awaitable<std::size_t> Stream::read_some(char* buffer, std::size_t size, s
     const int progress = classify(SSL_read_ex(ssl_.get(), buffer, size, &n), ec);
     if (progress == kDone) co_return n;
     if (progress == kFailed) co_return 0;
+    // Before waiting for the peer, whatever it may be waiting for: a held
+    // session ticket, or what a read made OpenSSL write (a KeyUpdate answer).
+    if (bio_state_.waiting() && (ec = co_await flush())) co_return 0;
     if (ec = co_await wait(progress); ec) co_return 0;
   }
 }
 
-asio::awaitable<std::error_code> Stream::write_all(std::string_view bytes) {
+asio::awaitable<std::error_code> Stream::write_all(std::string_view bytes, Then then) {
   while (!bytes.empty()) {
     std::size_t n = 0;
     std::error_code ec;
@@ -172,22 +247,30 @@ asio::awaitable<std::error_code> Stream::write_all(std::string_view bytes) {
     }
     if (ec = co_await wait(progress); ec) co_return ec;
   }
-  co_return std::error_code();
+  if (then == Then::close_notify) {
+    // Into the same segment as the last reply.
+    ERR_clear_error();
+    SSL_shutdown(ssl_.get());
+    ERR_clear_error();
+  }
+  co_return co_await flush();
 }
 
 bool Stream::try_write(std::string_view bytes) {
   if (!ssl_ || !SSL_is_init_finished(ssl_.get())) return false;
   std::size_t n = 0;
   ERR_clear_error();
-  const bool ok = SSL_write_ex(ssl_.get(), bytes.data(), bytes.size(), &n) == 1 && n == bytes.size();
+  const bool ok = SSL_write_ex(ssl_.get(), bytes.data(), bytes.size(), &n) == 1 && n == bytes.size() &&
+                  BIO_flush(SSL_get_wbio(ssl_.get())) == 1;
   ERR_clear_error();
   return ok;
 }
 
 void Stream::close_notify() {
-  if (!ssl_ || !SSL_is_init_finished(ssl_.get())) return;
+  if (!ssl_ || !SSL_is_init_finished(ssl_.get()) || (SSL_get_shutdown(ssl_.get()) & SSL_SENT_SHUTDOWN)) return;
   ERR_clear_error();
   SSL_shutdown(ssl_.get());
+  BIO_flush(SSL_get_wbio(ssl_.get()));
   ERR_clear_error();
 }
 

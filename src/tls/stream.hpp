@@ -34,6 +34,16 @@ struct SslFree {
 };
 using UniqueSsl = std::unique_ptr<SSL, SslFree>;
 
+// What the socket BIO of a Stream keeps: the descriptor, and records
+// gathered for one send(2) (see stream.cpp).
+struct BioState {
+  int fd = -1;
+  const SSL* ssl = nullptr;  // whose handshake state tells a ticket's flush
+  std::string out;        // gathered records; empty (no storage) when nothing waits
+  std::size_t sent = 0;   // bytes of out already sent
+  bool waiting() const { return sent < out.size(); }
+};
+
 class Stream {
  public:
   enum class Role { client, server };
@@ -55,11 +65,18 @@ class Stream {
   // cleanly or not).
   asio::awaitable<std::size_t> read_some(char* buffer, std::size_t size, std::error_code& ec);
 
-  asio::awaitable<std::error_code> write_all(std::string_view bytes);
+  // With Then::close_notify, the close_notify alert follows bytes in the
+  // same send (the last reply of a session).
+  enum class Then { keep_open, close_notify };
+  asio::awaitable<std::error_code> write_all(std::string_view bytes, Then then = Then::keep_open);
 
   // Best effort, never waits: writes what the socket takes at once (a QUIT
   // to a parked connection).  True if all of bytes went out.
   bool try_write(std::string_view bytes);
+
+  // Sends the records OpenSSL has written but the socket has not taken yet.
+  // write_all() and read_some() do it themselves.
+  asio::awaitable<std::error_code> flush();
 
   // Sends close_notify if the socket takes it at once; never waits.
   void close_notify();
@@ -74,6 +91,7 @@ class Stream {
   asio::awaitable<std::error_code> wait(int what);
 
   asio::ip::tcp::socket& socket_;
+  BioState bio_state_;  // outlives ssl_, whose BIO points at it
   UniqueSsl ssl_;
   std::string failure_;
 };
