@@ -1,12 +1,16 @@
 """Facts about the machine and the software for the report header, and what
 OpenSSL alone sustains for a TLS 1.3 server handshake: the lower bound from
-`openssl speed`'s primitives, and a whole handshake in memory (tlshandshake)."""
+`openssl speed`'s primitives, a whole handshake in memory (tlshandshake), and
+OpenSSL's own server over loopback TCP (`openssl s_server` / `s_time`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
+import socket
+import time
 import subprocess
 from pathlib import Path
 
@@ -103,3 +107,51 @@ def openssl_tls_handshake(tlshandshake: Path, certs: Path, core: int, seconds: f
         return json.loads(out.stdout)
     except ValueError:
         raise BenchError(f"`{' '.join(argv)}` failed (exit {out.returncode}):\n{out.stdout[-800:]}{out.stderr[-800:]}")
+
+
+def openssl_s_server_handshake(certs: Path, tls_policy: dict, server_core: int, client_core: int,
+                               seconds: int) -> dict:
+    """OpenSSL's own TLS server over loopback TCP: `openssl s_server` with
+    mxgate's certificates, cipher lists, groups, server preference and one
+    TLS 1.3 ticket, pinned to the server's core, taking full handshakes from
+    `openssl s_time -new` on the generator's core for `seconds`.  Its CPU per
+    handshake (from /proc, like the servers') is what a TLS server made of
+    OpenSSL and nothing else costs: the handshake and TCP, no SMTP."""
+    port = procs.free_port()
+    argv = ["openssl", "s_server", "-quiet", "-naccept", "1000000", "-accept", f"127.0.0.1:{port}",
+            "-cert", str(certs / "ecdsa.pem"), "-key", str(certs / "ecdsa.key"),
+            "-dcert", str(certs / "rsa.pem"), "-dkey", str(certs / "rsa.key"),
+            "-serverpref", "-num_tickets", "1", "-groups", tls_policy["groups"],
+            "-cipher", tls_policy["ciphers"], "-ciphersuites", tls_policy["ciphersuites"],
+            "-min_protocol", tls_policy["min_version"]]
+    server = procs.spawn(argv, server_core, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        if not procs.wait_until(listening, 10, 0.05):
+            raise BenchError(f"openssl s_server did not listen on 127.0.0.1:{port}")
+        time.sleep(0.2)
+        before = procs.tree_cpu_seconds(server.pid)
+        client = procs.pinned(["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new",
+                               "-time", str(seconds)], client_core)
+        out = subprocess.run(client, capture_output=True, text=True, timeout=seconds * 4 + 60)
+        after = procs.tree_cpu_seconds(server.pid)
+        m = re.search(r"(\d+) connections in [\d.]+s;", out.stdout)
+        if not m or int(m.group(1)) == 0 or server.poll() is not None:
+            raise BenchError(f"`{' '.join(client)}` against `{' '.join(argv)}` failed:\n"
+                             f"{out.stdout[-800:]}{out.stderr[-800:]}")
+        handshakes = int(m.group(1))
+        cpu = after - before
+        return {
+            "command": f"{' '.join(procs.pinned(argv, server_core))} & {' '.join(client)}",
+            "handshakes": handshakes,
+            "server_cpu_s": round(cpu, 3),
+            "server_ms_per_handshake": round(cpu * 1e3 / handshakes, 4),
+        }
+    finally:
+        procs.terminate(server)

@@ -105,11 +105,13 @@ class Context:
     generator_core: int
     # OpenSSL's primitives' bound on core server_core (`openssl speed`, once per invocation)
     openssl_handshakes_per_cpu_s: float
-    # For the in-memory handshake measured just before every run of f
+    # For the references measured just before every run of f: the in-memory
+    # handshake and OpenSSL's own server (s_server) with mxgate's TLS policy
     tlshandshake: Path
     certs: Path
     server_core: int
-    tlshandshake_seconds: float = 2.0
+    tls_policy: dict
+    reference_seconds: int = 2
     idle_before_run: float = 1.0  # seconds a server sits idle before a run
 
 
@@ -132,7 +134,9 @@ def _run_load(scenario: Scenario, server, ctx: Context) -> dict:
         # Moments before the run, on the same core: the machine's speed moves
         # from minute to minute on a shared host, the ratio much less.
         reference = machine.openssl_tls_handshake(ctx.tlshandshake, ctx.certs, ctx.server_core,
-                                                  ctx.tlshandshake_seconds)
+                                                  ctx.reference_seconds)
+        s_server = machine.openssl_s_server_handshake(ctx.certs, ctx.tls_policy, ctx.server_core,
+                                                      ctx.generator_core, ctx.reference_seconds)
         time.sleep(ctx.idle_before_run)
     sink_before = ctx.sink.messages()
     cpu_before = server.cpu_seconds()
@@ -181,8 +185,12 @@ def _run_load(scenario: Scenario, server, ctx: Context) -> dict:
             "openssl_ms_per_handshake": reference["server_ms_per_handshake"],
             "vs_openssl_percent": round(100 * reference["server_ms_per_handshake"] / (per * 1e3), 1)
             if per > 0 else None,
+            "s_server_ms_per_handshake": s_server["server_ms_per_handshake"],
+            "vs_s_server_percent": round(100 * s_server["server_ms_per_handshake"] / (per * 1e3), 1)
+            if per > 0 else None,
             "vs_openssl_speed_percent": round(100 / per / ctx.openssl_handshakes_per_cpu_s, 1) if per > 0 else None,
             "openssl_handshake": reference,
+            "openssl_s_server": s_server,
             "sessions_per_s": report["sessions_per_s"],
         })
     else:
