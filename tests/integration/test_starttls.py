@@ -94,6 +94,50 @@ class PeersTest(TlsTestCase):
         self.assertEqual(m.return_path, "<sender@swaks.example.test>")
         self.assertIn(b"Sent by swaks over STARTTLS.", m.content)
 
+    def test_session_ticket_resumes_the_next_session(self):
+        # The TLS 1.3 ticket travels with the first reply after the handshake
+        # (tls::Stream holds it back for that): a client that read the EHLO
+        # reply has it, and the next STARTTLS resumes with it.
+        context = h.client_tls_context()
+        c = self.session()
+        self.assertEqual(c.starttls(context).code, 220)
+        self.assertEqual(c.ehlo().code, 250)
+        ticket = c.sock.session
+        self.assertIsNotNone(ticket)
+        self.assertFalse(c.sock.session_reused)
+        self.assertEqual(c.command("QUIT").code, 221)
+        c.close()
+
+        again = self.session()
+        self.assertEqual(again.command("STARTTLS").code, 220)
+        again.sock = context.wrap_socket(again.sock, server_hostname=HOSTNAME, session=ticket)
+        self.assertTrue(again.sock.session_reused)
+        self.assertEqual(again.ehlo().code, 250)
+        self.assertEqual(again.command("QUIT").code, 221)
+
+    def test_close_notify_follows_the_last_reply(self):
+        # After 221 the server says close_notify before closing: unwrap()
+        # completes only when it arrives (a bare TCP close raises).
+        c = self.session()
+        self.assertEqual(c.starttls().code, 220)
+        c.ehlo()
+        self.assertEqual(c.command("QUIT").first, "221 2.0.0 Bye")
+        c.sock.settimeout(10)
+        c.sock.unwrap()
+
+    def test_large_message_over_starttls_arrives_intact(self):
+        # 3 MiB: many full TLS records each way, read three at a time.
+        body = "".join(f"{'.' if i % 7 == 0 else ''}line {i} {'x' * (i % 70)}\r\n" for i in range(70000))
+        marker = uuid.uuid4().hex
+        content = h.make_message(subject=marker, body=body)
+        self.assertGreater(len(content), 3 * 1024 * 1024)
+        c = self.session()
+        self.assertEqual(c.starttls().code, 220)
+        c.ehlo()
+        queue_id(c.send_message("a@example.test", ["b@example.test"], content))
+        m = self.find_message(marker.encode())
+        self.assertTrue(m.content.endswith(h.lf(content)), "content changed on the way")
+
     def test_s_client_tls13(self):
         r = s_client(self.server)
         self.assertEqual(r.protocol, "TLSv1.3", r)
