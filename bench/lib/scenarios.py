@@ -29,6 +29,7 @@ class Scenario:
     ramp: int = 100  # idle connections being set up at once (smtpload --ramp)
     max_runs: int = 0  # runs per invocation, whatever --repeats says; 0: one per repeat
     default: bool = True  # part of a run without --scenarios
+    generator: str = "smtpload"  # or "smtp-source" (Postfix's), for the generators' agreement check
 
     @property
     def expected_messages(self) -> int:
@@ -48,8 +49,9 @@ class Scenario:
                     f"{self.sessions} at a time")
         size = f"{self.size // KIB:,} KiB" if self.size < KIB * KIB else f"{self.size // (KIB * KIB)} MiB"
         tls = "STARTTLS" if self.tls == "starttls" else "cleartext"
+        by = "; load from Postfix's smtp-source instead of smtpload" if self.generator == "smtp-source" else ""
         return (f"{tls}, {size} messages, {self.sessions} concurrent sessions, {self.messages} per session, "
-                f"{self.expected_messages:,} messages")
+                f"{self.expected_messages:,} messages{by}")
 
 
 # Full sizes: each run costs several seconds of server CPU (Postfix, the
@@ -61,6 +63,10 @@ class Scenario:
 # processes for max_idle (100 s) after the hold.
 FULL = [
     Scenario("a", "cleartext, 1 message per session", "load", tls="none", sessions=50, messages=1, total=2000),
+    # a again with Postfix's own load generator: smtpload and smtp-source
+    # must agree on the same load (rates and server CPU), or smtpload is wrong.
+    Scenario("as", "a, driven by Postfix's smtp-source", "load", tls="none", sessions=50, messages=1, total=2000,
+             generator="smtp-source"),
     Scenario("b", "STARTTLS, full handshake per message", "load", tls="starttls", sessions=50, messages=1, total=2000),
     Scenario("c", "STARTTLS, 100 messages per session", "load", tls="starttls", sessions=50, messages=100, total=50),
     Scenario("d", "STARTTLS, 1 MiB messages", "load", tls="starttls", sessions=10, messages=10, total=10,
@@ -77,6 +83,7 @@ FULL = [
 # --quick: a smoke run of every code path, a few seconds per scenario.
 QUICK_SIZES = {
     "a": dict(total=200),
+    "as": dict(total=200),
     "b": dict(total=200),
     "c": dict(sessions=10, messages=20, total=10),
     "d": dict(sessions=5, messages=2, total=5),
@@ -141,7 +148,11 @@ def _run_load(scenario: Scenario, server, ctx: Context) -> dict:
     sink_before = ctx.sink.messages()
     cpu_before = server.cpu_seconds()
     start = time.monotonic()
-    report = load.run(ctx.smtpload, server.port, ctx.generator_core, scenario.smtpload_args(), timeout=600)
+    if scenario.generator == "smtp-source":
+        report = load.run_smtp_source(server.port, ctx.generator_core, scenario.sessions, scenario.total,
+                                      scenario.size, timeout=600)
+    else:
+        report = load.run(ctx.smtpload, server.port, ctx.generator_core, scenario.smtpload_args(), timeout=600)
     load_end = time.monotonic()
     accepted = int(report["messages_ok"])
     if accepted != scenario.expected_messages:
