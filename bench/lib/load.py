@@ -31,20 +31,26 @@ def check(report: dict, returncode: int, argv: list[str], stderr: str) -> None:
             f"first failures: {report.get('failure')}\ncommand: {' '.join(argv)}\n{stderr[-1500:]}")
 
 
-def run(binary: Path, port: int, core: int, args: list[str], timeout: float) -> dict:
-    """smtpload in load mode; its JSON report.  Raises BenchError on any failure."""
-    argv = [str(binary), "--server", f"127.0.0.1:{port}", *args, "--json"]
+def _run_to_end(argv: list[str], core: int, timeout: float) -> tuple[int, str, str]:
+    """A generator pinned to core, run to its end: (exit status, stdout, stderr)."""
     proc = procs.spawn(argv, core=core, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         procs.terminate(proc, 2)
-        raise BenchError(f"smtpload did not finish within {timeout:.0f} s: {' '.join(argv)}")
+        raise BenchError(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s: {' '.join(argv)}")
     finally:
         if proc.poll() is None:
             procs.terminate(proc, 2)
+    return proc.returncode, stdout, stderr
+
+
+def run(binary: Path, port: int, core: int, args: list[str], timeout: float) -> dict:
+    """smtpload in load mode; its JSON report.  Raises BenchError on any failure."""
+    argv = [str(binary), "--server", f"127.0.0.1:{port}", *args, "--json"]
+    returncode, stdout, stderr = _run_to_end(argv, core, timeout)
     report = _parse(stdout, stderr, argv)
-    check(report, proc.returncode, argv, stderr)
+    check(report, returncode, argv, stderr)
     report["stderr"] = stderr.strip()
     return report
 
@@ -62,18 +68,10 @@ def run_smtp_source(port: int, core: int, sessions: int, total: int, size: int, 
             "-M", "smtp-source.example.org", "-f", "loadtest@example.org", "-t", "sink@example.test",
             "-S", "bench", f"127.0.0.1:{port}"]
     started = time.monotonic()
-    proc = procs.spawn(argv, core=core, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        procs.terminate(proc, 2)
-        raise BenchError(f"smtp-source did not finish within {timeout:.0f} s: {' '.join(argv)}")
-    finally:
-        if proc.poll() is None:
-            procs.terminate(proc, 2)
+    returncode, stdout, stderr = _run_to_end(argv, core, timeout)
     elapsed = time.monotonic() - started
-    if proc.returncode != 0:
-        raise BenchError(f"smtp-source failed (exit {proc.returncode}): {' '.join(argv)}\n{stdout[-800:]}{stderr[-800:]}")
+    if returncode != 0:
+        raise BenchError(f"smtp-source failed (exit {returncode}): {' '.join(argv)}\n{stdout[-800:]}{stderr[-800:]}")
     return {
         "messages_ok": total, "sessions_ok": total, "elapsed_s": round(elapsed, 3),
         "messages_per_s": round(total / elapsed, 1),

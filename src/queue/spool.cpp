@@ -60,6 +60,24 @@ Error errno_error(std::string_view step, const fs::path& path, int err) {
   return make_error("spool: " + std::string(step) + " " + path.string() + ": " + errno_text(err));
 }
 
+// queue/<id>, open for reading, and its size.
+struct QueuedFile {
+  fs::path path;
+  UniqueFd fd;
+  std::uint64_t size = 0;
+};
+
+Result<QueuedFile> open_queued(const fs::path& dir, std::string_view id) {
+  if (!valid_id(id)) return id_error();
+  QueuedFile file{dir / "queue" / std::string(id), UniqueFd(), 0};
+  file.fd = UniqueFd(::open(file.path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file.fd.valid()) return errno_error("open", file.path, errno);
+  struct stat st {};
+  if (::fstat(file.fd.get(), &st) != 0) return errno_error("stat", file.path, errno);
+  file.size = static_cast<std::uint64_t>(st.st_size);
+  return file;
+}
+
 // mkdir(2) with mode 0700 (queued mail is private), accepting an existing directory.
 int make_directory(const fs::path& dir) {
   if (::mkdir(dir.c_str(), 0700) == 0) return 0;
@@ -165,16 +183,11 @@ std::vector<std::string> Spool::list() const {
 }
 
 Result<std::string> Spool::read(std::string_view id, std::string buffer) const {
-  if (!valid_id(id)) return id_error();
-  const fs::path path = dir_ / "queue" / std::string(id);
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return errno_error("open", path, errno);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return errno_error("stat", path, errno);
-
+  auto file = open_queued(dir_, id);
+  if (!file) return make_error(file.error());
   buffer.clear();
-  buffer.reserve(static_cast<std::size_t>(st.st_size));
-  if (const int err = read_all(fd.get(), buffer); err != 0) return errno_error("read", path, err);
+  buffer.reserve(static_cast<std::size_t>(file->size));
+  if (const int err = read_all(file->fd.get(), buffer); err != 0) return errno_error("read", file->path, err);
   return buffer;
 }
 
@@ -316,13 +329,11 @@ Result<SpooledMessage> Spool::load(std::string_view id) const {
 Result<SpooledMessage> Spool::load(std::string_view id, std::string buffer, LoadFailure& failure,
                                    ContentRead content) const {
   failure = LoadFailure::io;
-  if (!valid_id(id)) return id_error();
-  const fs::path path = dir_ / "queue" / std::string(id);
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return errno_error("open", path, errno);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return errno_error("stat", path, errno);
-  const auto file_size = static_cast<std::uint64_t>(st.st_size);
+  auto file = open_queued(dir_, id);
+  if (!file) return make_error(file.error());
+  const fs::path& path = file->path;
+  const int fd = file->fd.get();
+  const std::uint64_t file_size = file->size;
 
   // The header is a few hundred bytes; one read of the start holds it and
   // usually the whole of a small message.  The rest of the content then goes
@@ -331,7 +342,7 @@ Result<SpooledMessage> Spool::load(std::string_view id, std::string buffer, Load
   // is about to be overwritten (resize() only zero-fills growth).
   char head[16 * 1024];
   const std::size_t head_size = static_cast<std::size_t>(std::min<std::uint64_t>(file_size, sizeof head));
-  if (const int err = pread_exact(fd.get(), head, head_size, 0); err != 0) return errno_error("read", path, err);
+  if (const int err = pread_exact(fd, head, head_size, 0); err != 0) return errno_error("read", path, err);
   std::string_view rest(head, head_size);
   std::uint64_t declared = 0;
   auto message = parse_header(rest, id, declared);
@@ -361,7 +372,7 @@ Result<SpooledMessage> Spool::load(std::string_view id, std::string buffer, Load
   failure = LoadFailure::io;
   buffer.resize(static_cast<std::size_t>(declared));
   rest.copy(buffer.data(), rest.size());
-  if (const int err = pread_exact(fd.get(), buffer.data() + rest.size(), buffer.size() - rest.size(),
+  if (const int err = pread_exact(fd, buffer.data() + rest.size(), buffer.size() - rest.size(),
                                   static_cast<off_t>(head_size));
       err != 0) {
     return errno_error("read", path, err);
