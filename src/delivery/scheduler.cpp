@@ -37,7 +37,12 @@ namespace {
 constexpr std::chrono::seconds kConnectionMaxIdle{5};
 // Spool read buffers kept for reuse: at most 32 MiB stay allocated, in
 // buffers of at most 4 MiB (larger messages are rare enough to pay for theirs).
+// Only buffers of contents read by load_content() are kept: a small content
+// comes with the first read of its file into a buffer of its own size, which
+// malloc recycles by itself; keeping those would pile up thousands of small
+// buffers that no load ever takes, and each message would touch fresh pages.
 constexpr std::size_t kKeptReadBytes = 32 * 1024 * 1024;
+constexpr std::size_t kMinKeptReadBuffer = 16 * 1024;
 constexpr std::size_t kMaxKeptReadBuffer = 4 * 1024 * 1024;
 
 std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
@@ -265,7 +270,7 @@ asio::awaitable<bool> Scheduler::attempt(const std::string& id) {
   }
   const bool finished = co_await finish(attempt);
   if (std::string& kept = attempt.message.content;
-      kept.capacity() > 0 && kept.capacity() <= kMaxKeptReadBuffer &&
+      kept.capacity() >= kMinKeptReadBuffer && kept.capacity() <= kMaxKeptReadBuffer &&
       kept_read_bytes_ + kept.capacity() <= kKeptReadBytes) {
     // Not cleared: Spool::load() overwrites it, and a buffer that keeps its
     // size is not zero-filled again when it is resized for the next message.
