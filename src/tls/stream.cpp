@@ -75,7 +75,7 @@ int bio_write(BIO* bio, const char* data, int size) {
   }
   // A full record announces more (a message's content): room for a whole
   // gather at once.  Short replies grow the buffer only as far as they need.
-  if (st.out.capacity() == 0 && length >= 4096) st.out.reserve(kGather);
+  if (st.out.capacity() == 0 && length >= SSL3_RT_MAX_PLAIN_LENGTH) st.out.reserve(kGather);
   st.out.append(data, length);
   return size;
 }
