@@ -24,15 +24,16 @@ enum Progress { kDone = 0, kWantRead = 1, kWantWrite = 2, kFailed = -1 };
 //   SIGPIPE).  MSG_DONTWAIT spares an ioctl(FIONBIO) per connection.
 // - It gathers records.  OpenSSL hands over one TLS record (at most 16 KiB
 //   of plaintext) per BIO_write, so a 64 KiB piece of a message was four
-//   send(2) calls and four loopback segments; now it is two.  Records are appended to
-//   BioState::out (up to kGather bytes) and sent together on the next
-//   BIO_flush, which Stream calls at the end of every write and which
-//   OpenSSL calls at the end of every handshake flight.  The buffer is
-//   released as soon as it is empty, so an idle connection keeps none.
+//   send(2) calls and four loopback segments; now it is two.  Records are
+//   appended to BioState::out (up to kGather bytes) and sent together on
+//   the next BIO_flush, which Stream calls at the end of every write and
+//   which OpenSSL calls at the end of every handshake flight.  The buffer
+//   is released as soon as it is empty, so an idle connection keeps none.
 //   One flush is held back: the server's TLS 1.3 NewSessionTicket, written
 //   after the client's Finished, goes out with the first reply (or before
 //   the first wait for input) instead of in a segment of its own; the
 //   client needs it only for a later connection.
+
 // Three full records: below the 64 KiB at which glibc's free(3) consolidates
 // its heap (the buffer is freed whenever it empties).
 constexpr std::size_t kGather = 3 * (SSL3_RT_MAX_PLAIN_LENGTH + 256);
@@ -65,13 +66,8 @@ int bio_write(BIO* bio, const char* data, int size) {
   const auto length = static_cast<std::size_t>(size);
   if (st.out.size() - st.sent + length > kGather) {
     // Full: make room by sending what waits (OpenSSL retries this very
-    // write once the socket drains).
-    if (const int r = send_pending(bio, st); r <= 0) return r;
-  }
-  if (st.out.empty() && length >= kGather) {
-    const ssize_t n = ::send(st.fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0 && retryable(errno)) BIO_set_retry_write(bio);
-    return static_cast<int>(n);
+    // write once the socket drains; a record never exceeds kGather).
+    if (send_pending(bio, st) <= 0) return -1;
   }
   // A full record announces more (a message's content): room for a whole
   // gather at once.  Short replies grow the buffer only as far as they need.
