@@ -1,4 +1,5 @@
-// mxgate command line: serve, check-config, --version.
+// mxgate command line: serve, check-config, queue, quarantine, probe,
+// check, --version.
 //
 // Start-up order matters: everything that can fail on configuration (TLS
 // keys, spool, Maildir, listening sockets) is done before the first
@@ -13,6 +14,7 @@
 #include <asio/ssl/context.hpp>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,7 +22,13 @@
 #include <asio/signal_set.hpp>
 #include <fstream>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+
 #include "delivery/probe.hpp"
+#include "filter/report.hpp"
+#include "filter/scanner.hpp"
+#include "queue/quarantine_admin.hpp"
 #include "delivery/scheduler.hpp"
 #include "queue/queue_admin.hpp"
 #include "queue/spool.hpp"
@@ -29,6 +37,7 @@
 #include "server/server.hpp"
 #include "tls/server_context.hpp"
 #include "util/log.hpp"
+#include "util/unique_fd.hpp"
 
 namespace {
 
@@ -39,6 +48,11 @@ constexpr std::string_view kUsage =
     "       mxgate queue flush --config FILE\n"
     "       mxgate queue delete ID --config FILE\n"
     "       mxgate probe DOMAIN [--json] --config FILE\n"
+    "       mxgate quarantine list [--json] --config FILE\n"
+    "       mxgate quarantine show ID [--json] --config FILE\n"
+    "       mxgate quarantine release ID --config FILE\n"
+    "       mxgate quarantine delete ID --config FILE\n"
+    "       mxgate check MESSAGE-FILE [--json] --config FILE\n"
     "       mxgate --version\n";
 
 int fail(const std::string& message) {
@@ -62,6 +76,9 @@ mxgate::Result<Loaded> load(const std::string& path) {
   auto config = mxgate::config::load_file(path);
   if (!config) return mxgate::make_error("config error: " + config.error());
   Loaded loaded{std::move(config.value()), nullptr};
+  // The clamd endpoint is parsed where it is used; refuse a bad one here.
+  if (auto scanner = mxgate::filter::Scanner::create(loaded.config.filter); !scanner)
+    return mxgate::make_error("config error: " + scanner.error());
   if (tls_needed(loaded.config)) {
     auto tls = mxgate::tls::make_server_context(loaded.config.tls);
     if (!tls) return mxgate::make_error("config error: " + tls.error());
@@ -120,6 +137,31 @@ int serve(const std::string& path) {
   if (!writer) return fail("spool error: " + writer.error());
   mxgate::server::Server server(io, config, loaded->tls, *writer.value(),
                                 [&scheduler](const std::string& id) { scheduler.value()->enqueue(id); });
+  // The content filter and its quarantine, a second spool with its own
+  // writer (held mail is as durable as queued mail).
+  std::unique_ptr<mxgate::filter::Scanner> scanner;
+  std::unique_ptr<mxgate::queue::SpoolWriter> quarantine_writer;
+  std::optional<mxgate::queue::Spool> quarantine;
+  if (config.filter.enabled) {
+    auto created = mxgate::filter::Scanner::create(config.filter);
+    if (!created) return fail("config error: " + created.error());
+    scanner = std::move(created.value());
+    auto opened = mxgate::queue::Spool::open(mxgate::queue::quarantine_directory(config.spool));
+    if (!opened) return fail("quarantine error: " + opened.error());
+    quarantine.emplace(std::move(opened.value()));
+    auto started = mxgate::queue::SpoolWriter::start(*quarantine, 1);
+    if (!started) return fail("quarantine error: " + started.error());
+    quarantine_writer = std::move(started.value());
+    server.set_filter(*scanner, *quarantine_writer);
+    mxgate::log_line(scanner->describe());
+    asio::co_spawn(io, [&scanner]() -> asio::awaitable<void> {
+      const std::string problem = co_await scanner->check_clamd();
+      if (!problem.empty())
+        mxgate::log_line("filter: clamd does not answer (" + problem + "); mail is tempfailed until it does");
+    }, asio::detached);
+  } else {
+    mxgate::log_line("filter: disabled (filter.enabled = false)");
+  }
   if (auto bound = server.bind(); !bound) return fail("listen error: " + bound.error());
 
   if (!config.user.empty()) {
@@ -205,6 +247,62 @@ int probe_command(const std::vector<std::string_view>& args, const std::string& 
   return 0;
 }
 
+// mxgate quarantine list|show|release|delete: works on a running or a stopped gateway.
+int quarantine_command(const std::vector<std::string_view>& args, const std::string& path) {
+  auto config = mxgate::config::load_file(path);
+  if (!config) return fail("config error: " + config.error());
+  const auto& spool = config->spool;
+  const bool json = args.back() == "--json";
+  const std::size_t n = args.size() - (json ? 1 : 0);
+  if (args[0] == "list" && n == 1) {
+    auto text = mxgate::queue::quarantine_list(spool, json);
+    if (!text) return fail(text.error());
+    std::fputs(text->c_str(), stdout);
+    return 0;
+  }
+  if (args[0] == "show" && n == 2) {
+    auto text = mxgate::queue::quarantine_show(spool, args[1], json);
+    if (!text) return fail(text.error());
+    std::fputs(text->c_str(), stdout);
+    return 0;
+  }
+  if (args[0] == "release" && n == 2 && !json) {
+    auto text = mxgate::queue::quarantine_release(spool, args[1]);
+    if (!text) return fail(text.error());
+    std::printf("%s\n", text->c_str());
+    return 0;
+  }
+  if (args[0] == "delete" && n == 2 && !json) {
+    if (auto r = mxgate::queue::quarantine_delete(spool, args[1]); !r) return fail(r.error());
+    std::printf("deleted %s\n", std::string(args[1]).c_str());
+    return 0;
+  }
+  std::fputs(kUsage.data(), stderr);
+  return 2;
+}
+
+// mxgate check FILE [--json]: the content filter's verdict on a message
+// file, with clamd when one is configured; nothing is stored or sent.
+int check_command(const std::vector<std::string_view>& args, const std::string& path) {
+  const bool json = args.size() == 2 && args[1] == "--json";
+  if (args.size() > 2 || (args.size() == 2 && !json)) return fail(std::string(kUsage));
+  auto config = mxgate::config::load_file(path);
+  if (!config) return fail("config error: " + config.error());
+  auto scanner = mxgate::filter::Scanner::create(config->filter);
+  if (!scanner) return fail("config error: " + scanner.error());
+  std::string content;
+  if (const int err = mxgate::read_file(std::string(args[0]), content); err != 0)
+    return fail("cannot read " + std::string(args[0]) + ": " + mxgate::errno_text(err));
+  asio::io_context io(1);
+  std::string report;
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    report = co_await mxgate::filter::report(*scanner.value(), content, json);
+  }, asio::detached);
+  io.run();
+  std::fputs(report.c_str(), stdout);
+  return 0;
+}
+
 int check_config(const std::string& path) {
   auto loaded = load(path);
   if (!loaded) return fail(loaded.error());
@@ -228,6 +326,14 @@ int main(int argc, char** argv) {
   if (args.size() >= 4 && args[0] == "probe" && args[args.size() - 2] == "--config") {
     const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);
     return probe_command(rest, std::string(args.back()));
+  }
+  if (args.size() >= 4 && args[0] == "quarantine" && args[args.size() - 2] == "--config") {
+    const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);
+    if (!rest.empty()) return quarantine_command(rest, std::string(args.back()));
+  }
+  if (args.size() >= 4 && args[0] == "check" && args[args.size() - 2] == "--config") {
+    const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);
+    if (!rest.empty()) return check_command(rest, std::string(args.back()));
   }
   if (args.size() == 3 && args[1] == "--config") {
     const std::string path(args[2]);

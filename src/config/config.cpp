@@ -246,6 +246,38 @@ class Reader {
     return true;
   }
 
+  bool boolean(const toml::table& table, const std::string& prefix, std::string_view name, bool& out) {
+    const toml::node* node = find(table, prefix, name, Need::optional);
+    if (node == nullptr) return false;
+    if (!node->is_boolean()) {
+      fail(join(prefix, name), "expected true or false");
+      return false;
+    }
+    out = node->as_boolean()->get();
+    return true;
+  }
+
+  // A finite, non-negative number; TOML integers are accepted too ("5" for 5.0).
+  bool number(const toml::table& table, const std::string& prefix, std::string_view name, double& out) {
+    const toml::node* node = find(table, prefix, name, Need::optional);
+    if (node == nullptr) return false;
+    double value = 0;
+    if (node->is_floating_point()) {
+      value = node->as_floating_point()->get();
+    } else if (node->is_integer()) {
+      value = static_cast<double>(node->as_integer()->get());
+    } else {
+      fail(join(prefix, name), "expected a number");
+      return false;
+    }
+    if (!(value >= 0 && value <= 1e9)) {
+      fail(join(prefix, name), "must be a number from 0 to 1e9");
+      return false;
+    }
+    out = value;
+    return true;
+  }
+
   void seconds(const toml::table& table, const std::string& prefix, std::string_view name,
                std::chrono::seconds& out) {
     std::int64_t value = 0;
@@ -568,6 +600,73 @@ void read_limits(Reader& r, const toml::table& root, Limits& limits) {
   r.integer(*table, "limits", "max_connections", limits.max_connections, 1, kNoMax);
 }
 
+std::optional<FilterAction> parse_filter_action(std::string_view text) {
+  for (const FilterAction action : {FilterAction::accept, FilterAction::tag, FilterAction::tempfail,
+                                    FilterAction::quarantine, FilterAction::reject}) {
+    if (text == to_string(action)) return action;
+  }
+  return std::nullopt;
+}
+
+void filter_action(Reader& r, const toml::table& table, const std::string& prefix, std::string_view name,
+                   FilterAction& out) {
+  std::string text;
+  if (!r.string(table, prefix, name, text)) return;
+  if (auto action = parse_filter_action(text)) {
+    out = *action;
+  } else {
+    r.fail(join(prefix, name), "expected one of accept, tag, quarantine, reject, tempfail");
+  }
+}
+
+void read_filter(Reader& r, const toml::table& root, Config& config) {
+  Filter& filter = config.filter;
+  filter.protected_domains = config.accept_domains;
+  const toml::table* table = r.table(root, "", "filter");
+  if (table == nullptr) return;
+  constexpr auto kNoMax = std::numeric_limits<std::int64_t>::max();
+  r.check_keys(*table, "filter",
+               {"enabled", "protected_domains", "protected_names", "clamd", "clamd_max_stream", "spam_threshold",
+                "phishing_threshold", "malware_threshold", "impersonation_threshold", "actions", "on_failure",
+                "time_budget", "max_mime_depth", "max_mime_parts", "max_decoded_size", "max_archive_depth",
+                "max_archive_entries", "max_archive_expanded"});
+  r.boolean(*table, "filter", "enabled", filter.enabled);
+  if (strings(r, *table, "filter", "protected_domains", filter.protected_domains)) {
+    for (std::size_t i = 0; i < filter.protected_domains.size(); ++i) {
+      if (!looks_like_domain(filter.protected_domains[i])) {
+        r.fail(indexed("filter.protected_domains", i), quote(filter.protected_domains[i]) + " is not a domain name");
+        return;
+      }
+      filter.protected_domains[i] = lower(filter.protected_domains[i]);
+    }
+  }
+  strings(r, *table, "filter", "protected_names", filter.protected_names);
+  if (r.string(*table, "filter", "clamd", filter.clamd) && !filter.clamd.empty() &&
+      filter.clamd.rfind("unix:", 0) != 0 && filter.clamd.rfind("tcp:", 0) != 0) {
+    r.fail("filter.clamd", quote(filter.clamd) + " is not \"unix:/path\" or \"tcp:host:port\"");
+  }
+  r.integer(*table, "filter", "clamd_max_stream", filter.clamd_max_stream, 1, kNoMax);
+  r.number(*table, "filter", "spam_threshold", filter.spam_threshold);
+  r.number(*table, "filter", "phishing_threshold", filter.phishing_threshold);
+  r.number(*table, "filter", "malware_threshold", filter.malware_threshold);
+  r.number(*table, "filter", "impersonation_threshold", filter.impersonation_threshold);
+  if (const toml::table* actions = r.table(*table, "filter", "actions")) {
+    r.check_keys(*actions, "filter.actions", {"spam", "phishing", "malware", "impersonation"});
+    filter_action(r, *actions, "filter.actions", "spam", filter.actions.spam);
+    filter_action(r, *actions, "filter.actions", "phishing", filter.actions.phishing);
+    filter_action(r, *actions, "filter.actions", "malware", filter.actions.malware);
+    filter_action(r, *actions, "filter.actions", "impersonation", filter.actions.impersonation);
+  }
+  filter_action(r, *table, "filter", "on_failure", filter.on_failure);
+  r.seconds(*table, "filter", "time_budget", filter.time_budget);
+  r.integer(*table, "filter", "max_mime_depth", filter.max_mime_depth, 1, 1000);
+  r.integer(*table, "filter", "max_mime_parts", filter.max_mime_parts, 1, kNoMax);
+  r.integer(*table, "filter", "max_decoded_size", filter.max_decoded_size, 1, kNoMax);
+  r.integer(*table, "filter", "max_archive_depth", filter.max_archive_depth, 0, 100);
+  r.integer(*table, "filter", "max_archive_entries", filter.max_archive_entries, 1, kNoMax);
+  r.integer(*table, "filter", "max_archive_expanded", filter.max_archive_expanded, 1, kNoMax);
+}
+
 void read_timeouts(Reader& r, const toml::table& root, Timeouts& timeouts) {
   const toml::table* table = r.table(root, "", "timeouts");
   if (table == nullptr) return;
@@ -592,6 +691,17 @@ std::string_view to_string(TlsMode mode) {
       return "implicit";
   }
   return "unknown";
+}
+
+std::string_view to_string(FilterAction action) {
+  switch (action) {
+    case FilterAction::accept: return "accept";
+    case FilterAction::tag: return "tag";
+    case FilterAction::tempfail: return "tempfail";
+    case FilterAction::quarantine: return "quarantine";
+    case FilterAction::reject: return "reject";
+  }
+  return "tempfail";
 }
 
 bool is_tls_level(std::string_view text) {
@@ -619,7 +729,7 @@ Result<Config> parse(std::string_view toml_text, const fs::path& base_dir) {
   Config config;
   Reader r(base_dir);
   r.check_keys(root, "", {"hostname", "spool", "user", "listener", "tls", "limits", "timeouts", "delivery",
-                          "route", "accept_domains", "relay_networks", "queue", "dns"});
+                          "route", "accept_domains", "relay_networks", "queue", "dns", "filter"});
   if (r.string(root, "", "hostname", config.hostname, Need::required) &&
       !looks_like_domain(config.hostname)) {
     r.fail("hostname", quote(config.hostname) + " is not a domain name");
@@ -637,6 +747,7 @@ Result<Config> parse(std::string_view toml_text, const fs::path& base_dir) {
   read_relay_policy(r, root, config);
   read_queue(r, root, config.queue);
   read_dns(r, root, config.dns);
+  read_filter(r, root, config);
   if (!r.failed() && config.delivery.maildir.empty()) {
     for (const Route& route : config.routes) {
       if (route.kind == Route::Kind::maildir) {

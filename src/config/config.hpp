@@ -114,6 +114,52 @@ struct Dns {
   std::vector<StubZone> stub_zones;
 };
 
+// What happens to a message whose filter verdict falls in a category
+// ([filter.actions]) or whose scan failed ([filter] on_failure).  Listed
+// from the mildest; when several categories trigger, the most severe wins
+// (quarantine outranks tempfail: a held message is safe and final).
+enum class FilterAction { accept, tag, tempfail, quarantine, reject };
+
+std::string_view to_string(FilterAction action);
+
+// [filter]: real-time content filtering at the end of DATA/BDAT (src/filter/).
+struct Filter {
+  bool enabled = true;
+  // Our own domains, for look-alike and impersonation checks (lower case).
+  // Absent from the file: the accept_domains.
+  std::vector<std::string> protected_domains;
+  // People whose display name must not arrive from an outside address.
+  std::vector<std::string> protected_names;
+  // "unix:/path" or "tcp:host:port"; empty: no antivirus (logged at start).
+  std::string clamd;
+  // Bytes sent to clamd per object; clamd's StreamMaxLength must be at least this.
+  std::uint64_t clamd_max_stream = 25u << 20;
+  double spam_threshold = 5.0;
+  // Summed score at which the other categories trigger (their rules score
+  // 1.0 for a definite sign, less for a weak one).
+  double phishing_threshold = 1.0;
+  double malware_threshold = 1.0;
+  double impersonation_threshold = 1.0;
+  struct Actions {
+    FilterAction spam = FilterAction::quarantine;
+    FilterAction phishing = FilterAction::reject;
+    FilterAction malware = FilterAction::reject;
+    FilterAction impersonation = FilterAction::quarantine;
+  } actions;
+  // A check that failed or ran out of time (clamd gone, a scan limit hit).
+  FilterAction on_failure = FilterAction::tempfail;
+  // The whole verdict, well under the client's 10-minute end-of-data
+  // timeout (RFC 5321 section 4.5.3.2.6).
+  std::chrono::seconds time_budget{60};
+  // MIME and archive limits; a message past one is held as unscannable.
+  unsigned max_mime_depth = 20;
+  std::size_t max_mime_parts = 500;
+  std::uint64_t max_decoded_size = 64u << 20;  // decoded bytes of all parts together
+  unsigned max_archive_depth = 3;
+  std::size_t max_archive_entries = 1000;
+  std::uint64_t max_archive_expanded = 64u << 20;
+};
+
 struct Config {
   std::filesystem::path source;  // the file this came from (empty when parsed from text)
   std::string hostname;          // greeting, EHLO reply, Received header
@@ -130,6 +176,7 @@ struct Config {
   std::vector<std::string> relay_networks{"127.0.0.0/8", "::1/128"};
   Queue queue;
   Dns dns;
+  Filter filter;
 };
 
 // The first route matching domain (case-insensitive), or null.

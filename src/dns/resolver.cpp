@@ -41,6 +41,7 @@ constexpr int kTypeA = 1;
 constexpr int kTypeMx = 15;
 constexpr int kTypeAaaa = 28;
 constexpr int kTypeTlsa = 52;
+constexpr int kTypeTxt = 16;
 constexpr int kClassIn = 1;
 constexpr int kRcodeNxdomain = 3;
 
@@ -429,6 +430,12 @@ asio::awaitable<Answer<TlsaRecord>> lookup_tlsa(std::shared_ptr<Engine> engine, 
   co_return translate<TlsaRecord>(*query, wire::parse_tlsa, "TLSA");
 }
 
+asio::awaitable<Answer<std::string>> lookup_txt(std::shared_ptr<Engine> engine, std::string name) {
+  std::shared_ptr<Query> query = engine->submit(wire::normalize_name(name), kTypeTxt);
+  co_await engine->wait(*query);
+  co_return translate<std::string>(*query, wire::parse_txt, "TXT");
+}
+
 class UnboundResolver final : public Resolver {
  public:
   explicit UnboundResolver(std::shared_ptr<Engine> engine) : engine_(std::move(engine)) {}
@@ -442,6 +449,9 @@ class UnboundResolver final : public Resolver {
   }
   asio::awaitable<Answer<TlsaRecord>> tlsa(std::uint16_t port, std::string host) override {
     return lookup_tlsa(engine_, port, std::move(host));
+  }
+  asio::awaitable<Answer<std::string>> txt(std::string name) override {
+    return lookup_txt(engine_, std::move(name));
   }
 
  private:

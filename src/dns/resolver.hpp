@@ -97,6 +97,9 @@ class Resolver {
   virtual asio::awaitable<Answer<asio::ip::address>> addresses(std::string host) = 0;
   // TLSA at _<port>._tcp.<host> (RFC 7672 section 2.2.3).
   virtual asio::awaitable<Answer<TlsaRecord>> tlsa(std::uint16_t port, std::string host) = 0;
+  // TXT at name, each record's strings joined (wire::parse_txt): SPF,
+  // DKIM keys, DMARC policies, DNSBL reasons.
+  virtual asio::awaitable<Answer<std::string>> txt(std::string name) = 0;
 };
 
 std::string_view to_string(Security security);

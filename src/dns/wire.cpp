@@ -110,6 +110,25 @@ Result<TlsaRecord> parse_tlsa(Bytes rdata) {
   return tlsa;
 }
 
+Result<std::string> parse_txt(Bytes rdata) {
+  // RFC 1035 section 3.3.14: one or more <character-string>s, each a length
+  // octet and that many octets.
+  if (rdata.empty()) {
+    return make_error("TXT rdata is empty");
+  }
+  std::string text;
+  std::size_t offset = 0;
+  while (offset < rdata.size()) {
+    const std::size_t length = rdata[offset];
+    if (offset + 1 + length > rdata.size()) {
+      return make_error("TXT character-string runs past the rdata");
+    }
+    text.append(reinterpret_cast<const char*>(rdata.data()) + offset + 1, length);
+    offset += 1 + length;
+  }
+  return text;
+}
+
 std::string normalize_name(std::string_view name) {
   while (!name.empty() && name.back() == '.') {
     name.remove_suffix(1);

@@ -40,6 +40,10 @@ Result<MxRecord> parse_mx(Bytes rdata);             // preference(2) + name
 Result<asio::ip::address> parse_a(Bytes rdata);     // exactly 4 octets
 Result<asio::ip::address> parse_aaaa(Bytes rdata);  // exactly 16 octets
 Result<TlsaRecord> parse_tlsa(Bytes rdata);         // usage, selector, mtype, >= 1 octet of data
+// One TXT record's character-strings joined without separators, as SPF
+// (RFC 7208 section 3.3) and DKIM (RFC 6376 section 3.6.2.2) read them.
+// At least one string; each length octet must fit the rdata exactly.
+Result<std::string> parse_txt(Bytes rdata);
 
 // "Mx.Example.COM." -> "mx.example.com" (ASCII lower case, trailing dots removed).
 std::string normalize_name(std::string_view name);

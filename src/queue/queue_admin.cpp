@@ -39,7 +39,8 @@ Result<std::optional<std::string>> read_if_exists(const fs::path& path) {
   return std::optional<std::string>(std::move(bytes));
 }
 
-// Queue IDs in dir, sorted (string order is arrival order, see queue_id.cpp).
+}  // namespace
+
 Result<std::vector<std::string>> list_ids(const fs::path& dir) {
   std::vector<std::string> ids;
   std::error_code ec;
@@ -51,6 +52,8 @@ Result<std::vector<std::string>> list_ids(const fs::path& dir) {
   std::sort(ids.begin(), ids.end());
   return ids;
 }
+
+namespace {
 
 // Decodes one UTF-8 sequence at s[i]; returns its length, or 0 when the byte
 // there does not start a well-formed sequence (RFC 3629).
@@ -88,8 +91,8 @@ std::size_t utf8_length(std::string_view s, std::size_t i, char32_t& cp) {
 
 bool is_control(char32_t cp) { return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F); }
 
-// For the terminal: well-formed UTF-8 kept, controls (C0, DEL, C1) and
-// malformed bytes become '?'.
+}  // namespace
+
 std::string printable(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -107,8 +110,7 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-// "2025-02-13 10:00:00 UTC"; with iso, "2025-02-13T10:00:00Z".
-std::string utc_time(std::int64_t unix_seconds, bool iso = false) {
+std::string utc_time(std::int64_t unix_seconds, bool iso) {
   const time_t t = static_cast<time_t>(unix_seconds);
   struct tm tm {};
   if (::gmtime_r(&t, &tm) == nullptr) return std::to_string(unix_seconds);
@@ -118,6 +120,8 @@ std::string utc_time(std::int64_t unix_seconds, bool iso = false) {
                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
   return buffer;
 }
+
+namespace {
 
 std::string text_list(const std::vector<QueueEntry>& entries) {
   if (entries.empty()) return "Mail queue is empty\n";
@@ -228,8 +232,8 @@ int send_pidfd_signal(int pidfd, int sig) {
   return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0U));
 }
 
-// Signals the gateway named by the pid file: true when sent, false when no
-// gateway runs, an error when one runs but cannot be signalled.
+}  // namespace
+
 Result<bool> signal_gateway(const fs::path& spool_dir) {
   const auto pid = read_pid(spool_dir);
   if (!pid) return false;
@@ -250,8 +254,6 @@ Result<bool> signal_gateway(const fs::path& spool_dir) {
   }
   return true;
 }
-
-}  // namespace
 
 fs::path pid_file(const fs::path& spool_dir) { return spool_dir / "mxgate.pid"; }
 

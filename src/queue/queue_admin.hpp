@@ -85,4 +85,16 @@ Result<std::string> queue_flush(const std::filesystem::path& spool_dir);
 // controls escaped, invalid UTF-8 replaced by U+FFFD.
 std::string json_string(std::string_view bytes);
 
+// Shared with the quarantine's commands (quarantine_admin.hpp):
+// For the terminal: well-formed UTF-8 kept, controls (C0, DEL, C1) and
+// malformed bytes become '?'.
+std::string printable(std::string_view bytes);
+// "2025-02-13 10:00:00 UTC"; with iso, "2025-02-13T10:00:00Z".
+std::string utc_time(std::int64_t unix_seconds, bool iso = false);
+// Queue IDs in dir, sorted (string order is arrival order, see queue_id.cpp).
+Result<std::vector<std::string>> list_ids(const std::filesystem::path& dir);
+// Sends kFlushSignal to the gateway named by the pid file: true when sent,
+// false when no gateway runs, an error when one runs but cannot be signalled.
+Result<bool> signal_gateway(const std::filesystem::path& spool_dir);
+
 }  // namespace mxgate::queue

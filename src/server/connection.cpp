@@ -7,6 +7,7 @@
 #include <asio/write.hpp>
 
 #include "server/connection_host.hpp"
+#include "filter/verdict.hpp"
 #include "tls/server_context.hpp"
 #include "util/log.hpp"
 
@@ -97,9 +98,44 @@ asio::awaitable<bool> Connection::handshake() {
   co_return true;
 }
 
-asio::awaitable<bool> Connection::store() {
-  const bool ok = co_await host_.store(session_.envelope(), session_.content());
-  co_return ok;
+asio::awaitable<void> Connection::finish_message() {
+  const filter::Scanner* scanner = host_.scanner();
+  if (scanner == nullptr) {
+    const bool stored = co_await host_.store(session_.envelope(), session_.content());
+    session_.stored(stored);
+    co_return;
+  }
+  // The client waits for its reply meanwhile: the verdict decides whether
+  // there is a 250 at all (no backscatter: refused mail is never bounced).
+  const filter::Verdict verdict = co_await scanner->scan(session_.content());
+  const auto& policy = scanner->policy();
+  log_line("filter: " + session_.envelope().id + ": client=" + peer_ + " from=<" + session_.envelope().sender +
+           "> " + filter::describe(verdict, policy));
+  using config::FilterAction;
+  switch (verdict.action) {
+    case FilterAction::accept:
+    case FilterAction::tag: {
+      session_.add_header_fields(filter::verdict_headers(verdict, policy));
+      const bool stored = co_await host_.store(session_.envelope(), session_.content());
+      session_.stored(stored);
+      break;
+    }
+    case FilterAction::quarantine: {
+      // Accepted and kept, not delivered: the sender sees a normal 250 and
+      // learns nothing about the verdict (RFC 5321 section 6.1 still holds:
+      // the message is durably ours).
+      session_.add_header_fields(filter::verdict_headers(verdict, policy));
+      const bool held = co_await host_.quarantine(session_.envelope(), session_.content());
+      session_.stored(held);
+      break;
+    }
+    case FilterAction::reject:
+      session_.refused(smtp::Reply{550, "5.7.1", verdict.reason});
+      break;
+    case FilterAction::tempfail:
+      session_.refused(smtp::Reply{451, "4.7.1", verdict.reason});
+      break;
+  }
 }
 
 asio::awaitable<void> Connection::run() {
@@ -161,11 +197,9 @@ asio::awaitable<void> Connection::run() {
         open = co_await handshake();
         if (!open) session_.disconnected();
         break;
-      case smtp::Next::store: {
-        const bool stored = co_await store();
-        session_.stored(stored);
+      case smtp::Next::store:
+        co_await finish_message();
         break;
-      }
       case smtp::Next::close:
         open = false;
         break;

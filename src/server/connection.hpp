@@ -42,7 +42,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::awaitable<bool> write_all(std::string_view bytes, bool last = false);
   asio::awaitable<std::size_t> read_some();
   asio::awaitable<bool> handshake();
-  asio::awaitable<bool> store();
+  // Filters (when on) and stores, quarantines or refuses the message.
+  asio::awaitable<void> finish_message();
   void arm(Clock::duration timeout);
   void log_end();
 

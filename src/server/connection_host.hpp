@@ -7,6 +7,7 @@
 #include <asio/ssl/context.hpp>
 #include <string>
 
+#include "filter/scanner.hpp"
 #include "queue/envelope.hpp"
 #include "smtp/session.hpp"
 
@@ -26,6 +27,11 @@ class ConnectionHost {
   // Runs the blocking spool write off the network thread; the coroutine
   // resumes on its own executor with the result.
   virtual asio::awaitable<bool> store(const queue::Envelope& envelope, const std::string& content) = 0;
+
+  // The content filter, or null when filtering is off.
+  virtual const filter::Scanner* scanner() const = 0;
+  // Holds a message in the quarantine, durably like store().
+  virtual asio::awaitable<bool> quarantine(const queue::Envelope& envelope, const std::string& content) = 0;
 
   virtual void attach(Connection* connection) = 0;
   virtual void detach(Connection* connection) = 0;

@@ -83,24 +83,29 @@ const smtp::SessionSettings& Server::session_settings(const config::Listener& li
 void Server::attach(Connection* connection) { connections_.insert(connection); }
 void Server::detach(Connection* connection) { connections_.erase(connection); }
 
-asio::awaitable<bool> Server::store(const queue::Envelope& envelope, const std::string& content) {
+asio::awaitable<Result<void>> Server::commit(queue::SpoolWriter& writer, const queue::Envelope& envelope,
+                                             const std::string& content) {
   // The session stays suspended (and keeps envelope and content alive) until
   // the spool writer has committed the batch holding this message; the
   // writer thread then posts the result to the coroutine's own executor,
   // whose work guard keeps the event loop from ending meanwhile.
-  const Result<void> result = co_await asio::async_initiate<decltype(asio::use_awaitable), void(Result<void>)>(
-      [this, &envelope, &content](auto handler) {
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Result<void>)>(
+      [this, &writer, &envelope, &content](auto handler) {
         auto work = asio::make_work_guard(asio::get_associated_executor(handler, io_.get_executor()));
-        writer_.submit(envelope, content,
-                       [handler = std::move(handler), work = std::move(work)](Result<void> stored) mutable {
-                         auto executor = work.get_executor();
-                         asio::post(executor, [handler = std::move(handler), stored = std::move(stored),
-                                               work = std::move(work)]() mutable {
-                           std::move(handler)(std::move(stored));
-                         });
-                       });
+        writer.submit(envelope, content,
+                      [handler = std::move(handler), work = std::move(work)](Result<void> stored) mutable {
+                        auto executor = work.get_executor();
+                        asio::post(executor, [handler = std::move(handler), stored = std::move(stored),
+                                              work = std::move(work)]() mutable {
+                          std::move(handler)(std::move(stored));
+                        });
+                      });
       },
       asio::use_awaitable);
+}
+
+asio::awaitable<bool> Server::store(const queue::Envelope& envelope, const std::string& content) {
+  const Result<void> result = co_await commit(writer_, envelope, content);
   if (!result) {
     log_line("spool: " + envelope.id + ": store failed: " + result.error());
     co_return false;
@@ -108,6 +113,18 @@ asio::awaitable<bool> Server::store(const queue::Envelope& envelope, const std::
   log_line("spool: " + envelope.id + ": queued from=<" + envelope.sender + "> nrcpt=" +
            std::to_string(envelope.recipients.size()) + " size=" + std::to_string(content.size()));
   on_stored_(envelope.id);
+  co_return true;
+}
+
+asio::awaitable<bool> Server::quarantine(const queue::Envelope& envelope, const std::string& content) {
+  if (quarantine_ == nullptr) co_return false;
+  const Result<void> result = co_await commit(*quarantine_, envelope, content);
+  if (!result) {
+    log_line("quarantine: " + envelope.id + ": store failed: " + result.error());
+    co_return false;
+  }
+  log_line("quarantine: " + envelope.id + ": held from=<" + envelope.sender + "> nrcpt=" +
+           std::to_string(envelope.recipients.size()) + " size=" + std::to_string(content.size()));
   co_return true;
 }
 

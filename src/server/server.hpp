@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "filter/scanner.hpp"
 #include "queue/spool.hpp"
 #include "queue/spool_writer.hpp"
 #include "server/connection_host.hpp"
@@ -37,6 +38,13 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   void shutdown();
   // Called once when shutdown begins, e.g. to cancel other waits on the loop.
   void on_shutdown(std::function<void()> callback) { on_shutdown_ = std::move(callback); }
+  // Turns content filtering on: every message is scanned before it is
+  // stored; quarantined ones go through quarantine (a second spool, see
+  // queue/quarantine.hpp).  Both outlive the server.
+  void set_filter(const filter::Scanner& scanner, queue::SpoolWriter& quarantine) {
+    scanner_ = &scanner;
+    quarantine_ = &quarantine;
+  }
 
   // ConnectionHost
   const smtp::SessionSettings& session_settings(const config::Listener& listener) override;
@@ -44,6 +52,8 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   smtp::SessionEnvironment& session_environment() override { return *this; }
   asio::ssl::context& tls_context() override { return *tls_; }
   asio::awaitable<bool> store(const queue::Envelope& envelope, const std::string& content) override;
+  const filter::Scanner* scanner() const override { return scanner_; }
+  asio::awaitable<bool> quarantine(const queue::Envelope& envelope, const std::string& content) override;
   void attach(Connection* connection) override;
   void detach(Connection* connection) override;
 
@@ -54,11 +64,16 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
 
   asio::awaitable<void> accept_loop(asio::ip::tcp::acceptor& acceptor, const config::Listener& listener);
   asio::awaitable<void> refuse(asio::ip::tcp::socket socket);
+  // Stores through writer and resumes on the caller's executor.
+  asio::awaitable<Result<void>> commit(queue::SpoolWriter& writer, const queue::Envelope& envelope,
+                                       const std::string& content);
 
   asio::io_context& io_;
   const config::Config& config_;
   std::shared_ptr<asio::ssl::context> tls_;
   queue::SpoolWriter& writer_;
+  const filter::Scanner* scanner_ = nullptr;
+  queue::SpoolWriter* quarantine_ = nullptr;
   smtp::RelayPolicy relay_policy_;  // validated by the config parser
   std::function<void(const std::string&)> on_stored_;
   std::function<void()> on_shutdown_;

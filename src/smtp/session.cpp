@@ -590,6 +590,22 @@ bool Session::finish_message(bool bare_newline) {
   return true;
 }
 
+void Session::add_header_fields(std::string_view fields) {
+  content_.insert(header_size_, fields);
+  header_size_ += fields.size();
+}
+
+void Session::refused(const Reply& refusal) {
+  reply(refusal.code, refusal.enhanced, refusal.text);
+  end_transaction();
+}
+
+void Session::end_transaction() {
+  txn_.reset();
+  content_.clear();
+  if (content_.capacity() > 65536) content_.shrink_to_fit();  // idle sessions stay small
+}
+
 void Session::stored(bool ok) {
   if (ok) {
     ++messages_;
@@ -597,9 +613,7 @@ void Session::stored(bool ok) {
   } else {
     reply(452, "4.3.1", "Insufficient system storage");
   }
-  txn_.reset();
-  content_.clear();
-  if (content_.capacity() > 65536) content_.shrink_to_fit();  // idle sessions stay small
+  end_transaction();
 }
 
 // RFC 5321 section 3.3 allows 503 or 554 here; like Postfix, say which

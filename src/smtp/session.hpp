@@ -73,7 +73,13 @@ class Session {
   // Valid after Next::store until stored() is called.
   const queue::Envelope& envelope() const { return envelope_; }
   const std::string& content() const { return content_; }
+  // Adds header fields (each ending in CRLF) right below our Received
+  // field, e.g. the content filter's verdict; before store only.
+  void add_header_fields(std::string_view fields);
   void stored(bool ok);
+  // The message was refused after its content arrived (the content
+  // filter's reject or tempfail): reply is written, the transaction ends.
+  void refused(const Reply& reply);
 
   // Events the shell reports; each returns the final reply to write before closing.
   std::string timed_out();
@@ -121,6 +127,8 @@ class Session {
   // Ends the content of a transaction: true when the message is to be
   // stored, false when it was refused (the reply is already written).
   bool finish_message(bool bare_newline);
+  // Forgets the transaction and its content after the final reply.
+  void end_transaction();
   Step take(Next next);
 
   void cmd_ehlo(std::string_view args);

@@ -438,6 +438,17 @@ class Delivered:
                 i += 1
             self.received_raw = b"\n".join(lines[start:i]).decode("utf-8", "replace")
             self.received = re.sub(r"\n[ \t]+", " ", self.received_raw)
+        # The content filter's fields, right below the Received field.
+        self.filter_headers: dict[str, str] = {}
+        while i < len(lines) and re.match(rb"(X-mxgate-Verdict|X-Spam-Flag|X-Spam-Score|X-Spam-Status):",
+                                          lines[i]):
+            start = i
+            i += 1
+            while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
+                i += 1
+            field = re.sub(r"\r?\n[ \t]+", " ", b"\n".join(lines[start:i]).decode("utf-8", "replace"))
+            name, _, value = field.partition(":")
+            self.filter_headers[name] = value.strip()
         self.content = b"\n".join(lines[i:])  # the message as the client sent it, LF line ends
 
     def __repr__(self) -> str:

@@ -193,6 +193,30 @@ TEST(DnsWire, TlsaWithoutDataRefused) {
   EXPECT_FALSE(parse_tlsa(Wire{}));
 }
 
+TEST(DnsWire, TxtStringsAreJoined) {
+  // "v=spf1 " + "-all": SPF and DKIM join a record's strings without a space.
+  Wire two{7, 'v', '=', 's', 'p', 'f', '1', ' ', 4, '-', 'a', 'l', 'l'};
+  auto text = parse_txt(two);
+  ASSERT_TRUE(text) << text.error();
+  EXPECT_EQ(*text, "v=spf1 -all");
+  auto empty_string = parse_txt(Wire{0});
+  ASSERT_TRUE(empty_string);
+  EXPECT_EQ(*empty_string, "");
+  Wire binary{3, 0, '\n', 0xff};
+  EXPECT_EQ(*parse_txt(binary), std::string("\0\n\xff", 3));
+}
+
+TEST(DnsWire, TxtLengthsMustFitExactly) {
+  EXPECT_FALSE(parse_txt(Wire{}));
+  EXPECT_FALSE(parse_txt(Wire{4, 'a', 'b', 'c'}));
+  EXPECT_FALSE(parse_txt(Wire{1, 'a', 2, 'b'}));
+  Wire max(256, 'x');
+  max[0] = 255;
+  auto full = parse_txt(max);
+  ASSERT_TRUE(full);
+  EXPECT_EQ(full->size(), 255u);
+}
+
 TEST(DnsWire, NormalizeName) {
   EXPECT_EQ(normalize_name("Mx.Example.COM."), "mx.example.com");
   EXPECT_EQ(normalize_name("example.com"), "example.com");

@@ -1281,3 +1281,54 @@ TEST(SessionEvents, Disconnected) {
 
 }  // namespace
 }  // namespace mxgate::smtp
+
+// --- The content filter's outcomes (the shell scans between Next::store and the reply) ---
+
+namespace mxgate::smtp {
+namespace {
+
+TEST(SessionFilterOutcome, HeaderFieldsGoBelowOurReceivedField) {
+  FixedEnvironment env;
+  Session s(make_settings(), env, "192.0.2.7");
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n"
+            "Subject: hi\r\n\r\nbody\r\n.\r\n");
+  Step step = s.advance();
+  ASSERT_EQ(step.next, Next::store);
+  const std::string received = s.content().substr(0, s.content().find("Subject: hi"));
+  s.add_header_fields("X-mxgate-Verdict: accept\r\n");
+  s.add_header_fields("X-Second: 2\r\n");
+  EXPECT_EQ(s.content(), received + "X-mxgate-Verdict: accept\r\nX-Second: 2\r\nSubject: hi\r\n\r\nbody\r\n");
+  s.stored(true);
+  EXPECT_EQ(s.advance().output, "250 2.0.0 Ok: queued as Q0000001\r\n");
+}
+
+TEST(SessionFilterOutcome, ARefusalEndsTheTransactionButNotTheSession) {
+  FixedEnvironment env;
+  Session s(make_settings(), env, "192.0.2.7");
+  // Pipelined: the next transaction's commands wait behind the refusal.
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n"
+            "bad\r\n.\r\nMAIL FROM:<b@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n");
+  Step step = s.advance();
+  ASSERT_EQ(step.next, Next::store);
+  s.refused(Reply{550, "5.7.1", "Message refused as malware or a blocked attachment type"});
+  EXPECT_FALSE(s.in_transaction());
+  EXPECT_EQ(s.content(), "");
+  step = s.advance();
+  EXPECT_EQ(step.output,
+            "550 5.7.1 Message refused as malware or a blocked attachment type\r\n"
+            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+  EXPECT_EQ(step.next, Next::read);
+  EXPECT_EQ(s.messages_accepted(), 0u);
+  // A refusal is not a protocol error: many in a row do not close the session.
+  for (int i = 0; i < 20; ++i) {
+    s.receive("x\r\n.\r\nMAIL FROM:<b@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n");
+    ASSERT_EQ(s.advance().next, Next::store);
+    s.refused(Reply{451, "4.7.1", "Message could not be scanned; try again later"});
+    step = s.advance();
+    EXPECT_EQ(step.output.substr(0, 50), "451 4.7.1 Message could not be scanned; try again ");
+    ASSERT_EQ(step.next, Next::read);
+  }
+}
+
+}  // namespace
+}  // namespace mxgate::smtp

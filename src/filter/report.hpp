@@ -1,0 +1,19 @@
+// What `mxgate check FILE` prints: the verdict the gateway would reach on a
+// message, and every finding and failure behind it (the detail that the
+// SMTP reply deliberately leaves out).
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <string>
+#include <string_view>
+
+#include "filter/scanner.hpp"
+
+namespace mxgate::filter {
+
+// Text: "verdict: <describe()>" then a line per finding and failure.
+// JSON: {"action", "scores": {...}, "triggered": [...], "findings":
+// [{"category", "rule", "score", "detail"}], "failures": [{"check", "reason"}]}.
+asio::awaitable<std::string> report(const Scanner& scanner, std::string_view content, bool json);
+
+}  // namespace mxgate::filter

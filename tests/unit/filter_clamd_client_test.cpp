@@ -1,0 +1,641 @@
+// The clamd client (src/filter/clamd_client.hpp) against a real clamd: the
+// fixture writes a clamd.conf and a signature database into a temp dir,
+// starts /usr/sbin/clamd in the foreground on a Unix socket there (TCP on
+// 127.0.0.1 only for the TCP test), waits until it answers PING, and always
+// stops it in TearDown (SIGTERM, SIGKILL after 10 s; the child also has
+// PR_SET_PDEATHSIG, so a crashed test binary leaves no clamd behind).
+//
+// The database: an .ndb line matching the EICAR test string anywhere in a
+// stream (the string is joined from two halves at run time, so no file of the
+// repository holds it) and the one .hdb line that ClamAV's own tests use for
+// the clamav-testfiles package (the MD5 of its 544-byte clam.exe, which every
+// file there contains or packs).  clamd reports both names with
+// ".UNOFFICIAL" appended, as for any unsigned database.
+//
+// Servers that misbehave (accept and never answer, never read, hang up,
+// answer garbage) are tiny Asio acceptors in the test.  A test is skipped when
+// clamd is not installed.
+#include "filter/clamd_client.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "temp_dir.hpp"
+
+namespace mxgate::filter {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+constexpr const char* kClamd = "/usr/sbin/clamd";
+constexpr const char* kTestFiles = "/usr/share/clamav-testfiles";
+constexpr std::chrono::seconds kStartTimeout{30};
+constexpr std::chrono::seconds kStopTimeout{10};
+constexpr std::size_t kClamdStreamMax = std::size_t{1} << 20;  // the fixture's StreamMaxLength 1M
+
+// The EICAR test string, joined at run time from two halves.
+std::string eicar() {
+  static const char* const kHalves[2] = {"X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+                                         "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"};
+  return std::string(kHalves[0]) + kHalves[1];
+}
+
+std::string hex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : bytes) {
+    out += kHex[static_cast<unsigned char>(c) >> 4];
+    out += kHex[static_cast<unsigned char>(c) & 0xf];
+  }
+  return out;
+}
+
+long long ms_since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+std::uint16_t free_tcp_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof address;
+  std::uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) == 0)
+    port = ntohs(address.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// One blocking zPING over the Unix socket, 1 s per step: true on "PONG".
+bool pings(const fs::path& socket_path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  timeval second{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &second, sizeof second);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, socket_path.c_str(), sizeof address.sun_path - 1);
+  char reply[16] = {};
+  std::size_t got = 0;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::send(fd, "zPING", 6, MSG_NOSIGNAL) == 6) {
+    while (got < sizeof reply) {
+      const ssize_t n = ::recv(fd, reply + got, sizeof reply - got, 0);
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+      if (std::memchr(reply, '\0', got) != nullptr) break;
+    }
+  }
+  ::close(fd);
+  return got == 5 && std::memcmp(reply, "PONG", 5) == 0;
+}
+
+// One clamd in the foreground, its config, database, socket and logs in dir.
+class ClamdDaemon {
+ public:
+  struct Options {
+    std::size_t stream_max_length = kClamdStreamMax;
+    bool tcp = false;  // also listen on 127.0.0.1 at a port chosen free at run time
+  };
+
+  ClamdDaemon(fs::path dir, Options options) : dir_(std::move(dir)), options_(options) {}
+  ~ClamdDaemon() { stop(); }
+  ClamdDaemon(const ClamdDaemon&) = delete;
+  ClamdDaemon& operator=(const ClamdDaemon&) = delete;
+
+  // Writes the files, starts clamd and waits (at most kStartTimeout) until it
+  // answers PING.  With tcp, a port taken in the meantime is retried twice.
+  Result<void> start() {
+    fs::create_directories(dir_);
+    std::ofstream(dir_ / "test.ndb") << "Eicar-Signature:0:*:" << hex(eicar()) << "\n";
+    std::ofstream(dir_ / "test.hdb") << "aa15bcf478d165efd2065190eb473bcb:544:ClamAV-Test-File\n";
+    std::string failure;
+    for (int attempt = 0; attempt < (options_.tcp ? 3 : 1); ++attempt) {
+      if (options_.tcp) port_ = free_tcp_port();
+      write_conf();
+      auto started = spawn_and_wait();
+      if (started) return started;
+      failure = started.error();
+      stop();
+    }
+    return make_error(failure);
+  }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    const auto until = Clock::now() + kStopTimeout;
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (Clock::now() > until) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    pid_ = -1;
+  }
+
+  fs::path socket_path() const { return dir_ / "clamd.sock"; }
+  ClamdEndpoint endpoint() const {
+    return ClamdEndpoint{ClamdEndpoint::Kind::unix_socket, socket_path().string(), "", 0};
+  }
+  ClamdEndpoint tcp_endpoint() const {
+    return ClamdEndpoint{ClamdEndpoint::Kind::tcp, "", "127.0.0.1", port_};
+  }
+  std::chrono::milliseconds start_time() const { return start_time_; }
+  std::string log() const { return read_text(dir_ / "clamd.out") + read_text(dir_ / "clamd.log"); }
+
+ private:
+  void write_conf() {
+    std::ofstream conf(dir_ / "clamd.conf", std::ios::trunc);
+    conf << "LocalSocket " << socket_path().string() << "\n"
+         << "Foreground yes\n"
+         << "DatabaseDirectory " << dir_.string() << "\n"
+         << "StreamMaxLength " << options_.stream_max_length << "\n"
+         << "LogFile " << (dir_ / "clamd.log").string() << "\n"
+         << "PidFile " << (dir_ / "clamd.pid").string() << "\n";
+    if (options_.tcp) conf << "TCPSocket " << port_ << "\nTCPAddr 127.0.0.1\n";
+  }
+
+  Result<void> spawn_and_wait() {
+    std::error_code ignored;
+    fs::remove(socket_path(), ignored);
+    fs::remove(dir_ / "clamd.log", ignored);
+    const std::string conf = (dir_ / "clamd.conf").string();
+    const int out = ::open((dir_ / "clamd.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (out < 0 || null < 0) return make_error("cannot open clamd.out or /dev/null");
+    const pid_t parent = ::getpid();
+    const auto start = Clock::now();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      // Only async-signal-safe calls between fork and exec.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+      ::dup2(null, 0);
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+      ::execl(kClamd, "clamd", "-c", conf.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(out);
+    ::close(null);
+    if (pid_ < 0) return make_error(std::string("fork: ") + std::strerror(errno));
+
+    while (Clock::now() - start < kStartTimeout) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return make_error("clamd exited with status " + std::to_string(status) + ":\n" + log());
+      }
+      if (fs::exists(socket_path()) && pings(socket_path())) {
+        start_time_ = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+        return {};
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return make_error("clamd did not answer PING within " + std::to_string(kStartTimeout.count()) + " s:\n" +
+                      log());
+  }
+
+  fs::path dir_;
+  Options options_;
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+  std::chrono::milliseconds start_time_{0};
+};
+
+// Runs one coroutine on io to completion (bounded), as the gateway does.
+// Fake servers may keep io busy forever, hence stop() at the end.
+template <class T>
+std::optional<T> run(asio::io_context& io, asio::awaitable<T> op, std::chrono::seconds bound = 60s) {
+  std::optional<T> out;
+  bool threw = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        out.emplace(co_await std::move(op));
+        io.stop();
+      },
+      [&](std::exception_ptr e) {
+        if (e) {
+          threw = true;
+          io.stop();
+        }
+      });
+  io.restart();
+  io.run_for(bound);
+  EXPECT_FALSE(threw) << "an exception escaped";
+  EXPECT_TRUE(out.has_value()) << "did not finish within " << bound.count() << " s";
+  return out;
+}
+
+Result<ClamdVerdict> scan(asio::io_context& io, const ClamdEndpoint& endpoint, std::string_view data,
+                          ClamdScanOptions options = {}) {
+  auto result = run(io, clamd_scan(endpoint, data, options));
+  if (!result) return make_error("no result");
+  return std::move(*result);
+}
+
+// A Unix-socket server that accepts and then misbehaves.
+class FakeClamd {
+ public:
+  enum class Behaviour {
+    read_and_stay_silent,  // reads everything, never answers
+    never_read,            // reads nothing, never answers
+    hang_up,               // reads the whole request, closes
+    hang_up_early,         // reads the command, closes
+    answer_garbage,        // reads the whole request, answers "stream: maybe\0"
+  };
+
+  FakeClamd(asio::io_context& io, const fs::path& path, Behaviour behaviour)
+      : acceptor_(io, asio::local::stream_protocol::endpoint(path.string())), behaviour_(behaviour) {
+    asio::co_spawn(io, serve(), asio::detached);
+  }
+  int accepted() const { return accepted_; }
+
+ private:
+  using Socket = asio::local::stream_protocol::socket;
+
+  asio::awaitable<void> serve() {
+    for (;;) {
+      asio::error_code ec;
+      Socket socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      ++accepted_;
+      asio::co_spawn(acceptor_.get_executor(), handle(std::move(socket), behaviour_), asio::detached);
+    }
+  }
+
+  static asio::awaitable<void> handle(Socket socket, Behaviour behaviour) {
+    asio::error_code ec;
+    std::string received;
+    char buffer[4096];
+    switch (behaviour) {
+      case Behaviour::read_and_stay_silent:
+        while (!ec)
+          co_await socket.async_read_some(asio::buffer(buffer),
+                                          asio::redirect_error(asio::use_awaitable, ec));
+        break;
+      case Behaviour::never_read: {
+        asio::steady_timer forever(socket.get_executor(), Clock::time_point::max());
+        co_await forever.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        break;
+      }
+      case Behaviour::hang_up_early:
+        co_await asio::async_read(socket, asio::buffer(buffer, 10),
+                                  asio::redirect_error(asio::use_awaitable, ec));
+        break;
+      case Behaviour::hang_up:
+      case Behaviour::answer_garbage:
+        // A request ends with the zero-length chunk (the shortest is 14 bytes).
+        while (!ec && !(received.size() >= 14 && received.ends_with(std::string(4, '\0')))) {
+          const std::size_t n = co_await socket.async_read_some(
+              asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
+          received.append(buffer, n);
+        }
+        if (behaviour == Behaviour::answer_garbage)
+          co_await asio::async_write(socket, asio::buffer("stream: maybe", 14),
+                                     asio::redirect_error(asio::use_awaitable, ec));
+        break;
+    }
+  }
+
+  asio::local::stream_protocol::acceptor acceptor_;
+  Behaviour behaviour_;
+  int accepted_ = 0;
+};
+
+class ClamdClientTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kClamd)) GTEST_SKIP() << kClamd << " is not installed";
+    daemon_ = std::make_unique<ClamdDaemon>(dir_.path() / "clamd", ClamdDaemon::Options{});
+    const auto started = daemon_->start();
+    ASSERT_TRUE(started) << started.error();
+    std::cout << "[ clamd    ] ready (PING answered) " << daemon_->start_time().count() << " ms after fork\n";
+    RecordProperty("clamd_start_ms", static_cast<int>(daemon_->start_time().count()));
+  }
+  void TearDown() override {
+    if (daemon_) daemon_->stop();
+  }
+
+  // Lengths around clamd's limit, clean, or with EICAR as their last bytes.
+  static std::string clean(std::size_t size) { return std::string(size, 'x'); }
+  static std::string infected_tail(std::size_t size) { return clean(size - eicar().size()) + eicar(); }
+
+  test_support::TempDir dir_{"clamd"};
+  std::unique_ptr<ClamdDaemon> daemon_;  // destroyed (stopped) before dir_ is removed
+  asio::io_context io_;
+};
+
+void expect_found(const Result<ClamdVerdict>& verdict, std::string_view signature) {
+  ASSERT_TRUE(verdict) << verdict.error();
+  EXPECT_TRUE(verdict->infected);
+  EXPECT_EQ(verdict->signature, signature);
+}
+
+void expect_clean(const Result<ClamdVerdict>& verdict) {
+  ASSERT_TRUE(verdict) << verdict.error();
+  EXPECT_FALSE(verdict->infected) << verdict->signature;
+  EXPECT_EQ(verdict->signature, "");
+}
+
+void expect_error_containing(const Result<ClamdVerdict>& verdict, std::string_view part) {
+  ASSERT_FALSE(verdict) << "verdict: infected=" << verdict->infected << " " << verdict->signature;
+  EXPECT_NE(verdict.error().find(part), std::string::npos) << verdict.error();
+}
+
+TEST_F(ClamdClientTest, Ping) {
+  const auto pong = run(io_, clamd_ping(daemon_->endpoint(), 5000ms));
+  ASSERT_TRUE(pong);
+  EXPECT_TRUE(*pong) << pong->error();
+}
+
+TEST_F(ClamdClientTest, EicarIsFound) {
+  expect_found(scan(io_, daemon_->endpoint(), eicar()), "Eicar-Signature.UNOFFICIAL");
+}
+
+TEST_F(ClamdClientTest, EicarInsideOtherBytesAndAcrossChunksIsFound) {
+  const std::string data = clean(1000) + eicar() + clean(1000);
+  ClamdScanOptions options;
+  options.chunk_size = 7;  // the string arrives in ten chunks
+  expect_found(scan(io_, daemon_->endpoint(), data, options), "Eicar-Signature.UNOFFICIAL");
+}
+
+TEST_F(ClamdClientTest, CleanDataIsOk) {
+  expect_clean(scan(io_, daemon_->endpoint(), "Subject: hello\r\n\r\nJust a message.\r\n"));
+  // EICAR less its last byte is not EICAR.
+  const std::string almost = eicar().substr(0, eicar().size() - 1);
+  expect_clean(scan(io_, daemon_->endpoint(), almost));
+}
+
+TEST_F(ClamdClientTest, EmptyObjectIsOk) { expect_clean(scan(io_, daemon_->endpoint(), "")); }
+
+TEST_F(ClamdClientTest, ClamavTestFilesAreFound) {
+  for (const char* name : {"clam.exe", "clam.zip", "clam.mail"}) {
+    const fs::path path = fs::path(kTestFiles) / name;
+    if (!fs::exists(path)) GTEST_SKIP() << path << " missing (package clamav-testfiles)";
+    SCOPED_TRACE(name);
+    expect_found(scan(io_, daemon_->endpoint(), read_text(path)), "ClamAV-Test-File.UNOFFICIAL");
+  }
+}
+
+TEST_F(ClamdClientTest, ExactlyMaxStreamIsSentWhole) {
+  ClamdScanOptions options;
+  options.max_stream = kClamdStreamMax;  // equal to clamd's StreamMaxLength
+  expect_clean(scan(io_, daemon_->endpoint(), clean(kClamdStreamMax), options));
+  // The last bytes arrive: EICAR at the very end is found.
+  expect_found(scan(io_, daemon_->endpoint(), infected_tail(kClamdStreamMax), options),
+               "Eicar-Signature.UNOFFICIAL");
+}
+
+TEST_F(ClamdClientTest, OneByteOverMaxStreamIsRefusedWithoutConnecting) {
+  ClamdScanOptions options;
+  options.max_stream = kClamdStreamMax;
+  const std::string data = infected_tail(kClamdStreamMax + 1);
+  const auto start = Clock::now();
+  const auto verdict = scan(io_, daemon_->endpoint(), data, options);
+  expect_error_containing(verdict, "larger than the clamd stream limit");
+  EXPECT_EQ(verdict.error(),
+            "object of 1048577 bytes is larger than the clamd stream limit (max_stream 1048576 bytes); "
+            "not scanned");
+  // Had it connected, a dead path would have answered a connect error.
+  const ClamdEndpoint dead{ClamdEndpoint::Kind::unix_socket, (dir_.path() / "nobody.sock").string(), "", 0};
+  expect_error_containing(scan(io_, dead, data, options), "larger than the clamd stream limit");
+  EXPECT_LT(ms_since(start), 1000);
+}
+
+TEST_F(ClamdClientTest, ClamdLimitBelowOursIsAnError) {
+  ClamdScanOptions options;
+  options.max_stream = 8 * kClamdStreamMax;  // misconfigured: clamd's StreamMaxLength is 1M
+  // Just over clamd's limit (the whole request may fit into the socket
+  // buffers before clamd reads it), and far over (clamd hangs up mid-send).
+  for (const std::size_t size : {kClamdStreamMax + 1, 2 * kClamdStreamMax, 8 * kClamdStreamMax}) {
+    SCOPED_TRACE(size);
+    const auto start = Clock::now();
+    const auto verdict = scan(io_, daemon_->endpoint(), infected_tail(size), options);
+    expect_error_containing(verdict, "clamd error: INSTREAM size limit exceeded.");
+    EXPECT_EQ(verdict.error(),
+              "clamd error: INSTREAM size limit exceeded. (unix:" + daemon_->socket_path().string() +
+                  ": its StreamMaxLength is below this object's " + std::to_string(size) +
+                  " bytes; set it to at least max_stream 8388608)");
+    EXPECT_LT(ms_since(start), 10000);
+  }
+  // clamd is none the worse.
+  expect_found(scan(io_, daemon_->endpoint(), eicar(), options), "Eicar-Signature.UNOFFICIAL");
+}
+
+TEST_F(ClamdClientTest, DeadSocketPathFailsFast) {
+  const ClamdEndpoint missing{ClamdEndpoint::Kind::unix_socket, (dir_.path() / "missing.sock").string(), "",
+                              0};
+  auto start = Clock::now();
+  auto verdict = scan(io_, missing, eicar());
+  ASSERT_FALSE(verdict);
+  EXPECT_EQ(verdict.error(), "connect to clamd unix:" + missing.path + " failed: No such file or directory");
+  EXPECT_LT(ms_since(start), 1000);
+
+  // A socket file nobody listens on (a clamd that died).
+  const fs::path stale = dir_.path() / "stale.sock";
+  {
+    asio::local::stream_protocol::acceptor gone(io_, asio::local::stream_protocol::endpoint(stale.string()));
+  }
+  ASSERT_TRUE(fs::exists(stale));
+  start = Clock::now();
+  verdict = scan(io_, ClamdEndpoint{ClamdEndpoint::Kind::unix_socket, stale.string(), "", 0}, eicar());
+  ASSERT_FALSE(verdict);
+  EXPECT_EQ(verdict.error(), "connect to clamd unix:" + stale.string() + " failed: Connection refused");
+  EXPECT_LT(ms_since(start), 1000);
+
+  const auto pong = run(io_, clamd_ping(missing, 1000ms));
+  ASSERT_TRUE(pong);
+  EXPECT_EQ(pong->error(), "connect to clamd unix:" + missing.path + " failed: No such file or directory");
+}
+
+TEST_F(ClamdClientTest, ClosedTcpPortFailsFast) {
+  const std::uint16_t port = free_tcp_port();
+  const auto start = Clock::now();
+  const auto verdict = scan(io_, ClamdEndpoint{ClamdEndpoint::Kind::tcp, "", "127.0.0.1", port}, eicar());
+  ASSERT_FALSE(verdict);
+  EXPECT_EQ(verdict.error(),
+            "connect to clamd tcp:127.0.0.1:" + std::to_string(port) + " failed: Connection refused");
+  EXPECT_LT(ms_since(start), 1000);
+}
+
+TEST_F(ClamdClientTest, BadEndpointIsAnErrorNotAnException) {
+  auto verdict =
+      scan(io_, ClamdEndpoint{ClamdEndpoint::Kind::unix_socket, "/" + std::string(200, 'p'), "", 0}, "x");
+  ASSERT_FALSE(verdict);
+  EXPECT_NE(verdict.error().find("bad socket path"), std::string::npos) << verdict.error();
+  verdict = scan(io_, ClamdEndpoint{ClamdEndpoint::Kind::tcp, "", "localhost", 3310}, "x");
+  ASSERT_FALSE(verdict);
+  EXPECT_NE(verdict.error().find("not an IP address and port"), std::string::npos) << verdict.error();
+}
+
+TEST_F(ClamdClientTest, TcpEndpointWorks) {
+  ClamdDaemon tcp(dir_.path() / "tcp", ClamdDaemon::Options{kClamdStreamMax, true});
+  const auto started = tcp.start();
+  ASSERT_TRUE(started) << started.error();
+  const ClamdEndpoint endpoint = tcp.tcp_endpoint();
+  auto parsed = parse_clamd_endpoint(to_string(endpoint));
+  ASSERT_TRUE(parsed) << parsed.error();
+  expect_found(scan(io_, *parsed, eicar()), "Eicar-Signature.UNOFFICIAL");
+  expect_clean(scan(io_, *parsed, clean(300000)));
+  const auto pong = run(io_, clamd_ping(*parsed, 5000ms));
+  ASSERT_TRUE(pong);
+  EXPECT_TRUE(*pong) << pong->error();
+  ClamdScanOptions options;
+  options.max_stream = 4 * kClamdStreamMax;
+  expect_error_containing(scan(io_, *parsed, clean(4 * kClamdStreamMax), options),
+                          "clamd error: INSTREAM size limit exceeded.");
+}
+
+TEST_F(ClamdClientTest, SilentServerTimesOutWaitingForTheReply) {
+  const fs::path path = dir_.path() / "silent.sock";
+  FakeClamd fake(io_, path, FakeClamd::Behaviour::read_and_stay_silent);
+  const ClamdEndpoint endpoint{ClamdEndpoint::Kind::unix_socket, path.string(), "", 0};
+  ClamdScanOptions options;
+  options.timeout = 300ms;
+  const auto start = Clock::now();
+  const auto verdict = scan(io_, endpoint, eicar(), options);
+  const auto elapsed = ms_since(start);
+  ASSERT_FALSE(verdict);
+  EXPECT_EQ(verdict.error(),
+            "clamd unix:" + path.string() + " timed out after 300 ms while waiting for the reply");
+  EXPECT_GE(elapsed, 290);
+  EXPECT_LT(elapsed, 3000);
+  EXPECT_EQ(fake.accepted(), 1);
+
+  const auto pong = run(io_, clamd_ping(endpoint, 200ms));
+  ASSERT_TRUE(pong);
+  EXPECT_EQ(pong->error(),
+            "clamd unix:" + path.string() + " timed out after 200 ms while waiting for the reply");
+}
+
+TEST_F(ClamdClientTest, ServerThatNeverReadsTimesOutWhileSending) {
+  const fs::path path = dir_.path() / "stuck.sock";
+  FakeClamd fake(io_, path, FakeClamd::Behaviour::never_read);
+  ClamdScanOptions options;
+  options.timeout = 300ms;
+  const auto start = Clock::now();
+  const auto verdict = scan(io_, ClamdEndpoint{ClamdEndpoint::Kind::unix_socket, path.string(), "", 0},
+                            clean(8 * kClamdStreamMax), options);
+  const auto elapsed = ms_since(start);
+  ASSERT_FALSE(verdict);
+  EXPECT_EQ(verdict.error(), "clamd unix:" + path.string() + " timed out after 300 ms while sending");
+  EXPECT_GE(elapsed, 290);
+  EXPECT_LT(elapsed, 3000);
+}
+
+TEST_F(ClamdClientTest, ServerThatHangsUpIsAClearError) {
+  const fs::path path = dir_.path() / "hangup.sock";
+  FakeClamd fake(io_, path, FakeClamd::Behaviour::hang_up);
+  const ClamdEndpoint endpoint{ClamdEndpoint::Kind::unix_socket, path.string(), "", 0};
+  // It reads the whole request and closes: the read sees EOF.
+  auto verdict = scan(io_, endpoint, "x");
+  ASSERT_FALSE(verdict);
+  EXPECT_EQ(verdict.error(), "clamd unix:" + path.string() + ": connection closed before the reply");
+  // It closes after the command: the write fails (EPIPE or ECONNRESET), and
+  // there is no reply to read.
+  const fs::path early_path = dir_.path() / "early.sock";
+  FakeClamd early(io_, early_path, FakeClamd::Behaviour::hang_up_early);
+  verdict = scan(io_, ClamdEndpoint{ClamdEndpoint::Kind::unix_socket, early_path.string(), "", 0},
+                 clean(4 * kClamdStreamMax));
+  ASSERT_FALSE(verdict);
+  EXPECT_TRUE(verdict.error().starts_with("clamd unix:" + early_path.string() +
+                                          " closed the connection while sending: "))
+      << verdict.error();
+}
+
+TEST_F(ClamdClientTest, GarbageReplyIsAnError) {
+  const fs::path path = dir_.path() / "garbage.sock";
+  FakeClamd fake(io_, path, FakeClamd::Behaviour::answer_garbage);
+  const auto verdict =
+      scan(io_, ClamdEndpoint{ClamdEndpoint::Kind::unix_socket, path.string(), "", 0}, eicar());
+  ASSERT_FALSE(verdict);
+  EXPECT_EQ(verdict.error(), "unexpected clamd reply: \"stream: maybe\" (unix:" + path.string() + ")");
+  const auto pong =
+      run(io_, clamd_ping(ClamdEndpoint{ClamdEndpoint::Kind::unix_socket, path.string(), "", 0}, 200ms));
+  ASSERT_TRUE(pong);
+  EXPECT_FALSE(*pong);  // the fake waits for an INSTREAM terminator a PING never sends: a timeout
+}
+
+TEST_F(ClamdClientTest, ManyConcurrentScans) {
+  constexpr int kScans = 20;
+  std::vector<std::string> objects;
+  for (int i = 0; i < kScans; ++i)
+    objects.push_back(i % 2 == 0 ? infected_tail(200000 + 1000 * i) : clean(200000 + 1000 * i));
+  std::vector<std::optional<Result<ClamdVerdict>>> results(kScans);
+  const ClamdEndpoint endpoint = daemon_->endpoint();
+  ClamdScanOptions options;
+  options.chunk_size = 16 * 1024;
+  int finished = 0;
+  bool threw = false;
+  const auto start = Clock::now();
+  for (int i = 0; i < kScans; ++i) {
+    asio::co_spawn(
+        io_,
+        [&, i]() -> asio::awaitable<void> {
+          results[i].emplace(co_await clamd_scan(endpoint, objects[i], options));
+          ++finished;
+        },
+        [&](std::exception_ptr e) { threw = threw || e != nullptr; });
+  }
+  io_.run_for(60s);
+  EXPECT_FALSE(threw);
+  ASSERT_EQ(finished, kScans);
+  for (int i = 0; i < kScans; ++i) {
+    SCOPED_TRACE(i);
+    if (i % 2 == 0)
+      expect_found(*results[i], "Eicar-Signature.UNOFFICIAL");
+    else
+      expect_clean(*results[i]);
+  }
+  std::cout << "[ clamd    ] " << kScans << " concurrent scans of ~200 KB took " << ms_since(start)
+            << " ms\n";
+}
+
+}  // namespace
+}  // namespace mxgate::filter
