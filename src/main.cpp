@@ -26,6 +26,7 @@
 #include <asio/detached.hpp>
 
 #include "delivery/probe.hpp"
+#include "dns/resolver_options.hpp"
 #include "filter/report.hpp"
 #include "filter/scanner.hpp"
 #include "queue/quarantine_admin.hpp"
@@ -52,7 +53,7 @@ constexpr std::string_view kUsage =
     "       mxgate quarantine show ID [--json] --config FILE\n"
     "       mxgate quarantine release ID --config FILE\n"
     "       mxgate quarantine delete ID --config FILE\n"
-    "       mxgate check MESSAGE-FILE [--json] --config FILE\n"
+    "       mxgate check MESSAGE-FILE... [--json] [--client IP [--helo NAME] [--sender ADDR]] --config FILE\n"
     "       mxgate --version\n";
 
 int fail(const std::string& message) {
@@ -77,7 +78,7 @@ mxgate::Result<Loaded> load(const std::string& path) {
   if (!config) return mxgate::make_error("config error: " + config.error());
   Loaded loaded{std::move(config.value()), nullptr};
   // The clamd endpoint is parsed where it is used; refuse a bad one here.
-  if (auto scanner = mxgate::filter::Scanner::create(loaded.config.filter); !scanner)
+  if (auto scanner = mxgate::filter::Scanner::create(loaded.config.filter, loaded.config.hostname); !scanner)
     return mxgate::make_error("config error: " + scanner.error());
   if (tls_needed(loaded.config)) {
     auto tls = mxgate::tls::make_server_context(loaded.config.tls);
@@ -140,12 +141,20 @@ int serve(const std::string& path) {
   // The content filter and its quarantine, a second spool with its own
   // writer (held mail is as durable as queued mail).
   std::unique_ptr<mxgate::filter::Scanner> scanner;
+  std::unique_ptr<mxgate::dns::Resolver> filter_resolver;  // destroyed before io (declared after it)
   std::unique_ptr<mxgate::queue::SpoolWriter> quarantine_writer;
   std::optional<mxgate::queue::Spool> quarantine;
   if (config.filter.enabled) {
-    auto created = mxgate::filter::Scanner::create(config.filter);
+    auto created = mxgate::filter::Scanner::create(config.filter, config.hostname);
     if (!created) return fail("config error: " + created.error());
     scanner = std::move(created.value());
+    // Sender authentication asks DNS from the network thread's own loop.
+    auto options = mxgate::dns::resolver_options(config);
+    options.query_timeout = std::chrono::seconds(10);
+    auto resolver = mxgate::dns::Resolver::create(io, options);
+    if (!resolver) return fail("dns error: " + resolver.error());
+    filter_resolver = std::move(resolver.value());
+    scanner->set_resolver(filter_resolver.get());
     auto opened = mxgate::queue::Spool::open(mxgate::queue::quarantine_directory(config.spool));
     if (!opened) return fail("quarantine error: " + opened.error());
     quarantine.emplace(std::move(opened.value()));
@@ -281,26 +290,62 @@ int quarantine_command(const std::vector<std::string_view>& args, const std::str
   return 2;
 }
 
-// mxgate check FILE [--json]: the content filter's verdict on a message
-// file, with clamd when one is configured; nothing is stored or sent.
+// mxgate check FILE... [--json] [--client IP [--helo NAME] [--sender ADDR]]:
+// the content filter's verdict on message files, with clamd when one is
+// configured; nothing is stored or sent.  With --client, sender
+// authentication (SPF, DKIM, DMARC) runs too, through [dns], as for mail from
+// that client.  With several files, one report each, in order (JSON: one
+// object per line), so an evaluation pays for the start-up once.
 int check_command(const std::vector<std::string_view>& args, const std::string& path) {
-  const bool json = args.size() == 2 && args[1] == "--json";
-  if (args.size() > 2 || (args.size() == 2 && !json)) return fail(std::string(kUsage));
+  bool json = false;
+  mxgate::filter::ScanContext context;
+  std::vector<std::string_view> files;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const bool has_value = i + 1 < args.size();
+    if (args[i] == "--json") {
+      json = true;
+    } else if (args[i] == "--client" && has_value) {
+      context.client_address = std::string(args[++i]);
+    } else if (args[i] == "--helo" && has_value) {
+      context.helo = std::string(args[++i]);
+    } else if (args[i] == "--sender" && has_value) {
+      context.sender = std::string(args[++i]);
+    } else if (args[i].substr(0, 2) == "--") {
+      return fail(std::string(kUsage));
+    } else {
+      files.push_back(args[i]);
+    }
+  }
+  if (files.empty()) return fail(std::string(kUsage));
   auto config = mxgate::config::load_file(path);
   if (!config) return fail("config error: " + config.error());
-  auto scanner = mxgate::filter::Scanner::create(config->filter);
+  auto scanner = mxgate::filter::Scanner::create(config->filter, config->hostname);
   if (!scanner) return fail("config error: " + scanner.error());
-  std::string content;
-  if (const int err = mxgate::read_file(std::string(args[0]), content); err != 0)
-    return fail("cannot read " + std::string(args[0]) + ": " + mxgate::errno_text(err));
   asio::io_context io(1);
-  std::string report;
+  std::unique_ptr<mxgate::dns::Resolver> resolver;
+  if (!context.client_address.empty()) {
+    auto created = mxgate::dns::Resolver::create(io, mxgate::dns::resolver_options(config.value()));
+    if (!created) return fail("dns error: " + created.error());
+    resolver = std::move(created.value());
+    scanner.value()->set_resolver(resolver.get());
+  }
+  int status = 0;
   asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    report = co_await mxgate::filter::report(*scanner.value(), content, json);
+    std::string content;
+    for (const std::string_view file : files) {
+      if (const int err = mxgate::read_file(std::string(file), content); err != 0) {
+        std::fprintf(stderr, "cannot read %s: %s\n", std::string(file).c_str(), mxgate::errno_text(err).c_str());
+        status = 1;
+        continue;
+      }
+      std::string report = co_await mxgate::filter::report(*scanner.value(), content, context, json);
+      if (files.size() > 1 && !json) report = std::string(file) + ": " + report;
+      std::fputs(report.c_str(), stdout);
+    }
+    resolver.reset();  // lets io.run() return
   }, asio::detached);
   io.run();
-  std::fputs(report.c_str(), stdout);
-  return 0;
+  return status;
 }
 
 int check_config(const std::string& path) {

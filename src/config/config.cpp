@@ -592,12 +592,16 @@ void read_limits(Reader& r, const toml::table& root, Limits& limits) {
   if (table == nullptr) return;
   constexpr auto kNoMax = std::numeric_limits<std::int64_t>::max();
   r.check_keys(*table, "limits",
-               {"max_message_size", "max_recipients", "max_command_line", "max_errors", "max_connections"});
+               {"max_message_size", "max_recipients", "max_command_line", "max_errors", "max_connections",
+                "max_connections_per_client", "max_connection_rate_per_client", "max_message_rate_per_client"});
   r.integer(*table, "limits", "max_message_size", limits.max_message_size, 1, kNoMax);
   r.integer(*table, "limits", "max_recipients", limits.max_recipients, 1, kNoMax);
   r.integer(*table, "limits", "max_command_line", limits.max_command_line, 512, 65536);
   r.integer(*table, "limits", "max_errors", limits.max_errors, 1, std::numeric_limits<unsigned>::max());
   r.integer(*table, "limits", "max_connections", limits.max_connections, 1, kNoMax);
+  r.integer(*table, "limits", "max_connections_per_client", limits.max_connections_per_client, 0, kNoMax);
+  r.integer(*table, "limits", "max_connection_rate_per_client", limits.max_connection_rate_per_client, 0, kNoMax);
+  r.integer(*table, "limits", "max_message_rate_per_client", limits.max_message_rate_per_client, 0, kNoMax);
 }
 
 std::optional<FilterAction> parse_filter_action(std::string_view text) {
@@ -629,7 +633,7 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
                {"enabled", "protected_domains", "protected_names", "clamd", "clamd_max_stream", "spam_threshold",
                 "phishing_threshold", "malware_threshold", "impersonation_threshold", "actions", "on_failure",
                 "time_budget", "max_mime_depth", "max_mime_parts", "max_decoded_size", "max_archive_depth",
-                "max_archive_entries", "max_archive_expanded"});
+                "max_archive_entries", "max_archive_expanded", "bayes_db", "bayes_min_spam", "bayes_min_ham"});
   r.boolean(*table, "filter", "enabled", filter.enabled);
   if (strings(r, *table, "filter", "protected_domains", filter.protected_domains)) {
     for (std::size_t i = 0; i < filter.protected_domains.size(); ++i) {
@@ -665,6 +669,9 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
   r.integer(*table, "filter", "max_archive_depth", filter.max_archive_depth, 0, 100);
   r.integer(*table, "filter", "max_archive_entries", filter.max_archive_entries, 1, kNoMax);
   r.integer(*table, "filter", "max_archive_expanded", filter.max_archive_expanded, 1, kNoMax);
+  r.path(*table, "filter", "bayes_db", filter.bayes_db);
+  r.integer(*table, "filter", "bayes_min_spam", filter.bayes_min_spam, 1, kNoMax);
+  r.integer(*table, "filter", "bayes_min_ham", filter.bayes_min_ham, 1, kNoMax);
 }
 
 void read_timeouts(Reader& r, const toml::table& root, Timeouts& timeouts) {
@@ -748,6 +755,7 @@ Result<Config> parse(std::string_view toml_text, const fs::path& base_dir) {
   read_queue(r, root, config.queue);
   read_dns(r, root, config.dns);
   read_filter(r, root, config);
+  if (!r.failed() && config.filter.bayes_db.empty()) config.filter.bayes_db = config.spool / "bayes.sqlite";
   if (!r.failed() && config.delivery.maildir.empty()) {
     for (const Route& route : config.routes) {
       if (route.kind == Route::Kind::maildir) {

@@ -56,6 +56,10 @@ struct Limits {
   std::size_t max_command_line = 2048;        // octets incl. CRLF; 500 5.5.2
   unsigned max_errors = 10;                   // protocol errors per session; then 421 4.7.0
   std::size_t max_connections = 1000;         // concurrent sessions; then 421 4.7.0 at connect
+  // Per client IP outside relay_networks (Postfix's anvil); 0 = no limit.
+  std::size_t max_connections_per_client = 50;      // concurrent; then 421 4.7.0 at connect
+  std::size_t max_connection_rate_per_client = 0;   // sessions per minute; then 421 4.7.0
+  std::size_t max_message_rate_per_client = 0;      // MAIL commands per minute; then 450 4.7.1
 };
 
 // RFC 5321 section 4.5.3.2 (server side) and our own bounds, in seconds.
@@ -158,6 +162,12 @@ struct Filter {
   unsigned max_archive_depth = 3;
   std::size_t max_archive_entries = 1000;
   std::uint64_t max_archive_expanded = 64u << 20;
+  // The Bayesian classifier's token store (SQLite), trained with `mxgate
+  // learn`; empty in the file is not allowed, absent: <spool>/bayes.sqlite.
+  std::filesystem::path bayes_db;
+  // The classifier stays silent until it has learned this many of each.
+  std::size_t bayes_min_spam = 200;
+  std::size_t bayes_min_ham = 200;
 };
 
 struct Config {

@@ -24,40 +24,40 @@ constexpr std::string_view kEncrypted = "ENCRYPTED_ARCHIVE";
 constexpr std::string_view kArchiveLimit = "ARCHIVE_LIMIT";
 constexpr std::string_view kUnreadable = "ARCHIVE_UNREADABLE";
 
-constexpr std::size_t kReadChunk = 64 * 1024;
-constexpr std::size_t kSniffPrefix = 64 * 1024;  // all sniff() looks at
-constexpr std::size_t kMaxDisplayedName = 200;   // bytes of one name in a detail
+constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
+constexpr std::size_t kMaxDisplayedName = 200;  // bytes of one name in a detail
 
 // Names Windows runs, installs, opens as a shell object or mounts on a
-// double click, and that nobody needs to mail: Windows Script Host and HTML
-// applications; PowerShell and batch; PE images under other names and
-// installers (.msi .msix .appx, ClickOnce, Excel XLL add-ins); Java;
-// shortcuts and shell/search files (.lnk .url .scf .library-ms
-// .searchconnector-ms .settingcontent-ms), .reg, .inf and compiled help;
-// disc and disk images, which Windows mounts without carrying the
-// Mark-of-the-Web to their content; OneNote notebooks, which embed any of
-// these behind a "double-click to view" button (the 2023 campaigns);
-// cabinets, which libarchive could read but nothing here sniffs.
-// .exe and .dll are judged by content (a real PE is EXECUTABLE_ATTACHMENT).
+// double click, and that nobody needs to mail.  Disc and disk images are
+// here because Windows mounts them without carrying the Mark-of-the-Web to
+// their content; OneNote notebooks because they embed any of the others
+// behind a "double-click to view" button (the 2023 campaigns); cabinets
+// because libarchive could read them but nothing here sniffs them.  .exe and
+// .dll are judged by content: a real PE is EXECUTABLE_ATTACHMENT.
+// clang-format off
 constexpr std::string_view kLauncherExtensions[] = {
-    "js",           "jse",          "vbs",        "vbe",         "vb",          "wsf",    "wsh",
-    "wsc",          "ws",           "sct",        "hta",         "ps1",         "psm1",   "psd1",
-    "ps1xml",       "psc1",         "bat",        "cmd",         "scr",         "com",    "pif",
-    "cpl",          "msi",          "msp",        "mst",         "msc",         "msix",   "msixbundle",
-    "appx",         "appxbundle",   "appinstaller", "application", "xll",       "jar",    "jnlp",
-    "lnk",          "url",          "scf",        "library-ms",  "searchconnector-ms", "settingcontent-ms",
-    "reg",          "inf",          "chm",        "hlp",         "iso",         "img",    "vhd",
-    "vhdx",         "one",          "cab"};
+    "js", "jse", "vbs", "vbe", "vb", "wsf", "wsh", "wsc", "ws", "sct", "hta",      // Script Host, HTML apps
+    "ps1", "psm1", "psd1", "ps1xml", "psc1", "bat", "cmd",                         // PowerShell, batch
+    "scr", "com", "pif", "cpl", "xll",                                             // PE images by other names
+    "msi", "msp", "mst", "msc", "msix", "msixbundle", "appx", "appxbundle",        // installers
+    "appinstaller", "application",                                                 // App Installer, ClickOnce
+    "jar", "jnlp",                                                                 // Java
+    "lnk", "url", "scf", "library-ms", "searchconnector-ms", "settingcontent-ms",  // shortcuts, shell files
+    "reg", "inf", "chm", "hlp",                                                    // registry, setup, help
+    "iso", "img", "vhd", "vhdx",                                                   // disc and disk images
+    "one", "cab",                                                                  // OneNote, cabinets
+};
+// clang-format on
 
 // What a lure pretends to be in "name.<decoy>.<real>".
 constexpr std::string_view kDocumentExtensions[] = {
-    "pdf", "doc", "docx", "docm", "dot", "xls", "xlsx", "xlsm", "ppt", "pptx", "rtf", "txt",
-    "csv", "odt", "ods", "odp", "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "mp3",
-    "mp4", "wav", "avi", "mov", "htm", "html", "xml", "eml", "msg", "zip", "rar", "7z"};
+    "pdf", "doc", "docx", "docm", "dot", "xls",  "xlsx", "xlsm", "ppt", "pptx", "rtf",  "txt",
+    "csv", "odt", "ods",  "odp",  "jpg", "jpeg", "png",  "gif",  "bmp", "tif",  "tiff", "mp3",
+    "mp4", "wav", "avi",  "mov",  "htm", "html", "xml",  "eml",  "msg", "zip",  "rar",  "7z"};
 
 // Names that say "archive", for ARCHIVE_UNREADABLE.
-constexpr std::string_view kArchiveExtensions[] = {"zip", "zipx", "jar", "rar", "7z",  "tar",
-                                                                 "gz",  "tgz",  "gzip", "iso", "img", "udf"};
+constexpr std::string_view kArchiveExtensions[] = {"zip", "zipx", "jar",  "rar", "7z",  "tar",
+                                                   "gz",  "tgz",  "gzip", "iso", "img", "udf"};
 
 template <std::size_t N>
 bool contains(const std::string_view (&list)[N], std::string_view s) {
@@ -92,7 +92,8 @@ char32_t next_code_point(std::string_view s, std::size_t& i) {
   if (lead < 0x80) {
     ++i;
     return lead;
-  } else if (lead >= 0xC2 && lead <= 0xDF) {
+  }
+  if (lead >= 0xC2 && lead <= 0xDF) {
     length = 2, cp = lead & 0x1F;
   } else if (lead >= 0xE0 && lead <= 0xEF) {
     length = 3, cp = lead & 0x0F;
@@ -228,7 +229,8 @@ std::string gunzipped_name(std::string_view gzip_name) {
   const std::string name = lower(basename(gzip_name));
   const std::string_view original = basename(gzip_name);
   auto ends_with = [&](std::string_view suffix) {
-    return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return name.size() > suffix.size() &&
+           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
   if (ends_with(".tgz")) return std::string(original.substr(0, original.size() - 4)) + ".tar";
   for (std::string_view suffix : {".gz", ".gzip", ".z"}) {
@@ -256,17 +258,24 @@ using ArchiveReader = std::unique_ptr<archive, ArchiveReadFree>;
 // lzop and grzip): a gzip stream holds a tar or a single raw file.
 bool enable_reader(archive* a, FileKind kind) {
   switch (kind) {
-    case FileKind::zip: return archive_read_support_format_zip(a) == ARCHIVE_OK;
+    case FileKind::zip:
+      return archive_read_support_format_zip(a) == ARCHIVE_OK;
     case FileKind::rar:
-      return archive_read_support_format_rar(a) == ARCHIVE_OK && archive_read_support_format_rar5(a) == ARCHIVE_OK;
-    case FileKind::seven_zip: return archive_read_support_format_7zip(a) == ARCHIVE_OK;
-    case FileKind::tar: return archive_read_support_format_tar(a) == ARCHIVE_OK;
-    case FileKind::iso9660: return archive_read_support_format_iso9660(a) == ARCHIVE_OK;
+      return archive_read_support_format_rar(a) == ARCHIVE_OK &&
+             archive_read_support_format_rar5(a) == ARCHIVE_OK;
+    case FileKind::seven_zip:
+      return archive_read_support_format_7zip(a) == ARCHIVE_OK;
+    case FileKind::tar:
+      return archive_read_support_format_tar(a) == ARCHIVE_OK;
+    case FileKind::iso9660:
+      return archive_read_support_format_iso9660(a) == ARCHIVE_OK;
     case FileKind::gzip:
       // ARCHIVE_WARN here means "through an external gzip program".
-      return archive_read_support_filter_gzip(a) == ARCHIVE_OK && archive_read_support_format_tar(a) == ARCHIVE_OK &&
+      return archive_read_support_filter_gzip(a) == ARCHIVE_OK &&
+             archive_read_support_format_tar(a) == ARCHIVE_OK &&
              archive_read_support_format_raw(a) == ARCHIVE_OK;
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -377,8 +386,8 @@ class PartScan {
   void list_archive(const std::string& path, std::string_view name, std::string_view bytes, FileKind kind,
                     unsigned level, bool cut) {
     if (level > limits_.max_archive_depth) {
-      report(kArchiveLimit, path + ": archive nested deeper than " + std::to_string(limits_.max_archive_depth) +
-                                " levels (max_archive_depth)");
+      report(kArchiveLimit, path + ": archive nested deeper than " +
+                                std::to_string(limits_.max_archive_depth) + " levels (max_archive_depth)");
       return;
     }
     if (!budget_.exhausted.empty()) {
@@ -389,7 +398,8 @@ class PartScan {
     if (!reader) throw std::bad_alloc();
     archive* a = reader.get();
     if (!enable_reader(a, kind)) {
-      report(kArchiveLimit, path + ": not inspected, libarchive cannot read a " + std::string(to_string(kind)));
+      report(kArchiveLimit,
+             path + ": not inspected, libarchive cannot read a " + std::string(to_string(kind)));
       return;
     }
     if (archive_read_open_memory(a, bytes.data(), bytes.size()) != ARCHIVE_OK) {
@@ -401,14 +411,15 @@ class PartScan {
       archive_failed(path, name, kind, "not a gzip stream", false, cut);
       return;
     }
-    bool saw_content = false;
+    bool saw_content = false;  // some entry's data was decompressed
     bool odf = false;
     bool encrypted_entry = false;
-    for (;;) {
+    // A nested archive may have used up the message's budget.
+    while (budget_.exhausted.empty()) {
       archive_entry* entry = nullptr;
       const int status = archive_read_next_header(a, &entry);
       if (status == ARCHIVE_EOF) break;
-      if (status < ARCHIVE_WARN) {
+      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) {
         archive_failed(path, name, kind, error_of(a), saw_content, cut);
         return;
       }
@@ -418,7 +429,6 @@ class PartScan {
         return;
       }
       ++budget_.entries;
-      saw_content = true;
       const std::string entry_name =
           archive_format(a) == ARCHIVE_FORMAT_RAW ? gunzipped_name(name) : entry_pathname(entry);
       const std::string entry_path = path + " > " + display_name(entry_name);
@@ -432,14 +442,21 @@ class PartScan {
       const auto type = archive_entry_filetype(entry);
       if (type == AE_IFDIR || type == AE_IFLNK) continue;
       std::string data;
-      switch (read_entry(a, basename(entry_name), data)) {
-        case ReadResult::complete: break;
-        case ReadResult::over_budget:
+      const ReadResult read = read_entry(a, basename(entry_name), data);
+      saw_content = saw_content || !data.empty();
+      if (read != ReadResult::complete) {
+        // What was read still counts: the start of a PE is a PE.  Cut data
+        // is not called unreadable for being cut.
+        if (read == ReadResult::over_budget) {
           exhaust(entry_path, "more than " + std::to_string(limits_.max_expanded_bytes) +
                                   " bytes expanded from archives in the message (max_expanded_bytes)");
-          return;
-        case ReadResult::failed: archive_failed(path, name, kind, error_of(a), saw_content, cut); return;
+        } else {
+          archive_failed(path, name, kind, error_of(a), saw_content, cut);
+        }
+        check_content(entry_path, basename(entry_name), data, sniff(data), level, true);
+        return;
       }
+      saw_content = true;
       if (equals_nocase(entry_name, "[Content_Types].xml") &&
           (contains_nocase(data, "macroEnabled") || contains_nocase(data, "macrosheet"))) {
         report(kMacro, entry_path + ": macro-enabled content type");
@@ -469,13 +486,14 @@ class PartScan {
       const la_ssize_t n = archive_read_data(a, scratch_.data(), want);
       if (n < 0) return ReadResult::failed;
       if (n == 0) return ReadResult::complete;
+      if (!decided || keep_all) kept.append(scratch_.data(), static_cast<std::size_t>(n));
       if (static_cast<std::uint64_t>(n) > room) return ReadResult::over_budget;
       budget_.expanded_bytes += static_cast<std::uint64_t>(n);
-      if (!decided || keep_all) kept.append(scratch_.data(), static_cast<std::size_t>(n));
-      if (!decided && kept.size() >= kSniffPrefix) {
+      if (!decided && kept.size() >= kSniffBytes) {
         decided = true;
         const FileKind kind = sniff(kept);
-        keep_all = is_archive(kind) || kind == FileKind::ole_compound || equals_nocase(name, "[Content_Types].xml");
+        keep_all =
+            is_archive(kind) || kind == FileKind::ole_compound || equals_nocase(name, "[Content_Types].xml");
       }
     }
   }
@@ -485,8 +503,8 @@ class PartScan {
     budget_.exhausted = std::move(what);
   }
 
-  void archive_failed(const std::string& path, std::string_view name, FileKind kind, const std::string& message,
-                      bool saw_content, bool cut) {
+  void archive_failed(const std::string& path, std::string_view name, FileKind kind,
+                      const std::string& message, bool saw_content, bool cut) {
     if (mentions_encryption(message)) {
       report(kEncrypted, path + ": " + message);
       return;

@@ -59,9 +59,9 @@ namespace mxgate::filter {
 
 struct AttachmentLimits {
   // How deep archives inside archives are listed: 1 lists an attached
-  // archive but not the archives inside it.  An archive deeper than this is
-  // reported, not opened (3: a.zip > b.zip > c.zip is listed, a fourth level
-  // is ARCHIVE_LIMIT).
+  // archive but not the archives inside it, 0 lists none.  An archive deeper
+  // than this is reported, not opened (3: a.zip > b.zip > c.zip is listed, a
+  // fourth level is ARCHIVE_LIMIT).
   unsigned max_archive_depth = 3;
   // Entries listed per message, all archives and levels together (a .docx is
   // an archive of some 15 entries).  Entry 1001 is ARCHIVE_LIMIT and ends all

@@ -10,8 +10,6 @@
 namespace mxgate::filter {
 namespace {
 
-constexpr std::size_t kSniffWindow = 64 * 1024;
-
 bool has_at(std::string_view bytes, std::size_t offset, std::string_view magic) {
   return offset <= bytes.size() && bytes.size() - offset >= magic.size() &&
          bytes.compare(offset, magic.size(), magic) == 0;
@@ -19,8 +17,8 @@ bool has_at(std::string_view bytes, std::size_t offset, std::string_view magic) 
 
 // Little-endian fields; the caller has checked the range.
 std::uint16_t le16(std::string_view b, std::size_t at) {
-  return static_cast<std::uint16_t>(static_cast<unsigned char>(b[at]) |
-                                    static_cast<unsigned char>(b[at + 1]) << 8);
+  return static_cast<std::uint16_t>(static_cast<unsigned char>(b[at]) | static_cast<unsigned char>(b[at + 1])
+                                                                            << 8);
 }
 std::uint32_t le32(std::string_view b, std::size_t at) {
   return static_cast<std::uint32_t>(le16(b, at)) | static_cast<std::uint32_t>(le16(b, at + 2)) << 16;
@@ -119,9 +117,12 @@ bool is_html(std::string_view b) {
 }  // namespace
 
 FileKind sniff(std::string_view bytes) {
-  if (bytes.size() > kSniffWindow) bytes = bytes.substr(0, kSniffWindow);
+  if (bytes.size() > kSniffBytes) bytes = bytes.substr(0, kSniffBytes);
   if (is_pe(bytes)) return FileKind::pe_executable;
-  if (has_at(bytes, 0, "\x7F" "ELF")) return FileKind::elf_executable;
+  if (has_at(bytes, 0,
+             "\x7F"
+             "ELF"))
+    return FileKind::elf_executable;
   if (is_macho(bytes)) return FileKind::macho_executable;
   if (has_at(bytes, 0, "\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1")) return FileKind::ole_compound;
   if (has_at(bytes, 0, "PK\x03\x04") || has_at(bytes, 0, "PK\x05\x06") || has_at(bytes, 0, "PK\x07\x08")) {
@@ -135,8 +136,8 @@ FileKind sniff(std::string_view bytes) {
   if (has_at(bytes, 0, "\x1F\x8B\x08")) return FileKind::gzip;  // RFC 1952, deflate (the only method)
   // MS-SHLLINK 2.1: HeaderSize 0x4C and LinkCLSID 00021401-0000-0000-C000-000000000046.
   if (has_at(bytes, 0,
-             std::string_view("\x4C\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xC0\x00\x00\x00\x00\x00\x00\x46",
-                              20))) {
+             std::string_view(
+                 "\x4C\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xC0\x00\x00\x00\x00\x00\x00\x46", 20))) {
     return FileKind::windows_shortcut;
   }
   if (has_at(bytes, 0, "%PDF-")) return FileKind::pdf;
@@ -150,20 +151,34 @@ FileKind sniff(std::string_view bytes) {
 
 std::string_view to_string(FileKind kind) {
   switch (kind) {
-    case FileKind::unknown: return "unknown";
-    case FileKind::pe_executable: return "PE executable";
-    case FileKind::elf_executable: return "ELF executable";
-    case FileKind::macho_executable: return "Mach-O executable";
-    case FileKind::ole_compound: return "OLE compound file";
-    case FileKind::zip: return "zip archive";
-    case FileKind::rar: return "RAR archive";
-    case FileKind::seven_zip: return "7z archive";
-    case FileKind::gzip: return "gzip stream";
-    case FileKind::tar: return "tar archive";
-    case FileKind::iso9660: return "disc image";
-    case FileKind::windows_shortcut: return "Windows shortcut";
-    case FileKind::pdf: return "PDF document";
-    case FileKind::html: return "HTML document";
+    case FileKind::unknown:
+      return "unknown";
+    case FileKind::pe_executable:
+      return "PE executable";
+    case FileKind::elf_executable:
+      return "ELF executable";
+    case FileKind::macho_executable:
+      return "Mach-O executable";
+    case FileKind::ole_compound:
+      return "OLE compound file";
+    case FileKind::zip:
+      return "zip archive";
+    case FileKind::rar:
+      return "RAR archive";
+    case FileKind::seven_zip:
+      return "7z archive";
+    case FileKind::gzip:
+      return "gzip stream";
+    case FileKind::tar:
+      return "tar archive";
+    case FileKind::iso9660:
+      return "disc image";
+    case FileKind::windows_shortcut:
+      return "Windows shortcut";
+    case FileKind::pdf:
+      return "PDF document";
+    case FileKind::html:
+      return "HTML document";
   }
   return "unknown";
 }
@@ -180,8 +195,10 @@ bool is_archive(FileKind kind) {
     case FileKind::seven_zip:
     case FileKind::gzip:
     case FileKind::tar:
-    case FileKind::iso9660: return true;
-    default: return false;
+    case FileKind::iso9660:
+      return true;
+    default:
+      return false;
   }
 }
 

@@ -3,9 +3,9 @@
 // content, never from the sender's Content-Type, so the attachment policy
 // (filter/attachment_policy.hpp) looks at magic numbers instead.  Everything
 // here is a pure function on a byte string: no I/O, no allocation beyond the
-// directory of a compound file, every read bounds-checked, every loop bounded
-// by the input size, so the same entry points serve the unit tests and a
-// fuzzer.
+// sector bookkeeping of a compound file, every read bounds-checked, every
+// loop bounded by the input size, so the same entry points serve the unit
+// tests and a fuzzer.
 //
 // Limits and choices:
 // - A PE is "MZ" with "PE\0\0" at e_lfanew.  An "MZ" file whose e_lfanew is
@@ -24,6 +24,7 @@
 //   serves to tell documents from binary content.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 namespace mxgate::filter {
@@ -45,9 +46,11 @@ enum class FileKind {
   html,
 };
 
-// The kind the first bytes announce; unknown when none matches.  Only the
-// first 64 KiB are looked at (the ISO 9660 and UDF descriptors live at
-// 32 KiB and a little after).
+// sniff() looks at no more than this prefix: the ISO 9660 and UDF
+// descriptors live at 32 KiB and a little after.
+inline constexpr std::size_t kSniffBytes = std::size_t{64} * 1024;
+
+// The kind the first bytes announce; unknown when none matches.
 FileKind sniff(std::string_view bytes);
 
 // "PE executable", "zip archive", ... for finding details.

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "queue/queue_admin.hpp"
+#include "sender_auth/authentication_results.hpp"
 
 namespace mxgate::filter {
 namespace {
@@ -15,8 +16,14 @@ std::string number(double value) {
 
 }  // namespace
 
-asio::awaitable<std::string> report(const Scanner& scanner, std::string_view content, bool json) {
-  const Findings findings = co_await scanner.examine(content);
+asio::awaitable<std::string> report(const Scanner& scanner, std::string_view content,
+                                    const ScanContext& context, bool json) {
+  const Examination examination = co_await scanner.examine(content, context);
+  const Findings& findings = examination.findings;
+  const std::string authentication =
+      examination.authentication
+          ? sender_auth::authentication_results_field(scanner.authserv_id(), *examination.authentication)
+          : std::string();
   const Verdict verdict = decide(findings, scanner.policy());
   using queue::json_string;
   using queue::printable;
@@ -46,7 +53,9 @@ asio::awaitable<std::string> report(const Scanner& scanner, std::string_view con
       out += (i ? ", " : "") + std::string("{\"check\": ") + json_string(f.check) +
              ", \"reason\": " + json_string(f.reason) + "}";
     }
-    out += "]}\n";
+    out += "], \"authentication_results\": " +
+           (authentication.empty() ? std::string("null") : json_string(authentication));
+    out += "}\n";
     co_return out;
   }
   out = "verdict: " + describe(verdict, scanner.policy()) + "\n";
@@ -55,6 +64,11 @@ asio::awaitable<std::string> report(const Scanner& scanner, std::string_view con
            printable(f.detail) + "\n";
   for (const CheckFailure& f : findings.failures)
     out += "  failed " + printable(f.check) + ": " + printable(f.reason) + "\n";
+  for (std::size_t pos = 0; pos < authentication.size();) {
+    const auto eol = authentication.find("\r\n", pos);
+    out += "  " + printable(authentication.substr(pos, eol - pos)) + "\n";
+    pos = eol == std::string::npos ? authentication.size() : eol + 2;
+  }
   co_return out;
 }
 

@@ -11,9 +11,12 @@
 
 namespace mxgate::filter {
 
-// Text: "verdict: <describe()>" then a line per finding and failure.
+// Text: "verdict: <describe()>" then a line per finding and failure, and the
+// Authentication-Results field when sender authentication ran.
 // JSON: {"action", "scores": {...}, "triggered": [...], "findings":
-// [{"category", "rule", "score", "detail"}], "failures": [{"check", "reason"}]}.
-asio::awaitable<std::string> report(const Scanner& scanner, std::string_view content, bool json);
+// [{"category", "rule", "score", "detail"}], "failures": [{"check", "reason"}],
+// "authentication_results": "..." or null}, on one line.
+asio::awaitable<std::string> report(const Scanner& scanner, std::string_view content,
+                                    const ScanContext& context, bool json);
 
 }  // namespace mxgate::filter

@@ -1,5 +1,9 @@
 #include "filter/scanner.hpp"
 
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
 #include <chrono>
 
 #include "filter/attachment_policy.hpp"
@@ -10,8 +14,10 @@
 
 namespace mxgate::filter {
 
-Result<std::unique_ptr<Scanner>> Scanner::create(const config::Filter& policy) {
-  std::unique_ptr<Scanner> scanner(new Scanner(policy));
+Result<std::unique_ptr<Scanner>> Scanner::create(const config::Filter& policy, std::string authserv_id) {
+  auto psl = sender_auth::PublicSuffixList::load();
+  if (!psl) return make_error("filter: " + psl.error());
+  std::unique_ptr<Scanner> scanner(new Scanner(policy, std::move(authserv_id), std::move(psl.value())));
   if (!policy.clamd.empty()) {
     auto endpoint = parse_clamd_endpoint(policy.clamd);
     if (!endpoint) return make_error("filter.clamd: " + endpoint.error());
@@ -23,6 +29,7 @@ Result<std::unique_ptr<Scanner>> Scanner::create(const config::Filter& policy) {
 std::string Scanner::describe() const {
   std::string line = "filter: enabled, ";
   line += clamd_ ? "antivirus clamd " + to_string(*clamd_) : "no antivirus (filter.clamd unset)";
+  line += resolver_ != nullptr ? ", SPF/DKIM/DMARC on" : ", SPF/DKIM/DMARC off (no resolver)";
   line += ", protected domains " + std::to_string(policy_.protected_domains.size()) + ", protected names " +
           std::to_string(policy_.protected_names.size());
   return line;
@@ -59,43 +66,69 @@ Findings Scanner::local_checks(std::string_view content, const ParsedMessage& me
   return findings;
 }
 
-asio::awaitable<Verdict> Scanner::scan(std::string_view content) const {
-  const Findings findings = co_await examine(content);
-  co_return decide(findings, policy_);
-}
-
-asio::awaitable<Findings> Scanner::examine(std::string_view content) const {
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + policy_.time_budget;
-  const ParsedMessage message = parse(content);
-  Findings findings = local_checks(content, message);
-
-  if (clamd_) {
-    // Each decoded leaf part separately: clamd then sees what the recipient's
-    // mail client will, whatever its own MIME parser makes of the message.
-    ClamdScanOptions options;
-    options.max_stream = policy_.clamd_max_stream;
-    for (const Part& part : message.parts) {
-      if (part.data.empty()) continue;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) {
-        findings.fail("clamd", "time budget exhausted");
-        break;
-      }
-      options.timeout = left;
-      const auto result = co_await clamd_scan(*clamd_, part.data, options);
-      if (!result) {
-        findings.fail("clamd", result.error());
-        break;
-      }
-      if (result->infected) {
-        findings.add(Category::malware, "CLAMAV", policy_.malware_threshold,
-                     (part.filename.empty() ? std::string("(unnamed)") : part.filename) + ": " + result->signature);
-        break;
-      }
+asio::awaitable<Findings> Scanner::scan_parts(const ParsedMessage& message) const {
+  Findings findings;
+  if (!clamd_) co_return findings;
+  // Each decoded leaf part separately: clamd then sees what the recipient's
+  // mail client will, whatever its own MIME parser makes of the message.
+  // The time budget is enforced around the whole scan (examine()).
+  ClamdScanOptions options;
+  options.max_stream = policy_.clamd_max_stream;
+  options.timeout = policy_.time_budget;
+  for (const Part& part : message.parts) {
+    if (part.data.empty()) continue;
+    const auto result = co_await clamd_scan(*clamd_, part.data, options);
+    if (!result) {
+      findings.fail("clamd", result.error());
+      break;
+    }
+    if (result->infected) {
+      findings.add(
+          Category::malware, "CLAMAV", policy_.malware_threshold,
+          (part.filename.empty() ? std::string("(unnamed)") : part.filename) + ": " + result->signature);
+      break;
     }
   }
   co_return findings;
+}
+
+asio::awaitable<Examination> Scanner::examine(std::string_view content, const ScanContext& context) const {
+  using namespace asio::experimental::awaitable_operators;
+  Examination out;
+  const ParsedMessage message = parse(content);
+  out.findings = local_checks(content, message);
+
+  auto remote =
+      [&]() -> asio::awaitable<std::pair<Findings, std::optional<sender_auth::AuthenticationResults>>> {
+    auto sender = [&]() -> asio::awaitable<SenderCheck> {
+      if (resolver_ == nullptr) co_return SenderCheck{};
+      co_return co_await check_sender(*resolver_, psl_, content, message, context, policy_.protected_domains);
+    };
+    auto [antivirus, authentication] = co_await (scan_parts(message) && sender());
+    antivirus.merge(std::move(authentication.findings));
+    co_return std::make_pair(std::move(antivirus), std::move(authentication.results));
+  };
+  asio::steady_timer budget(co_await asio::this_coro::executor, policy_.time_budget);
+  auto result = co_await (remote() || budget.async_wait(asio::use_awaitable));
+  if (result.index() == 0) {
+    auto& [findings, authentication] = std::get<0>(result);
+    out.findings.merge(std::move(findings));
+    out.authentication = std::move(authentication);
+  } else {
+    out.findings.fail("filter", "time budget of " + std::to_string(policy_.time_budget.count()) + " s spent");
+  }
+  co_return out;
+}
+
+asio::awaitable<ScanOutcome> Scanner::scan(std::string_view content, const ScanContext& context) const {
+  Examination examination = co_await examine(content, context);
+  ScanOutcome outcome;
+  outcome.verdict = decide(examination.findings, policy_);
+  if (examination.authentication)
+    outcome.header_fields =
+        sender_auth::authentication_results_field(authserv_id_, *examination.authentication);
+  outcome.header_fields += verdict_headers(outcome.verdict, policy_);
+  co_return outcome;
 }
 
 }  // namespace mxgate::filter

@@ -8,6 +8,7 @@
 
 #include "server/connection_host.hpp"
 #include "filter/verdict.hpp"
+#include "sender_auth/authentication_results.hpp"
 #include "tls/server_context.hpp"
 #include "util/log.hpp"
 
@@ -20,16 +21,14 @@ constexpr std::size_t kReadBufferSize = 16 * 1024;
 // Bound on the final write (421, 221) to a client that no longer reads.
 constexpr std::chrono::seconds kFinalWriteTimeout{10};
 
-// The client's IP address without the IPv4-mapped prefix a dual-stack
-// listener gives it.
+}  // namespace
+
 asio::ip::address client_address(const asio::ip::tcp::endpoint& peer) {
   const auto address = peer.address();
   if (address.is_v6() && address.to_v6().is_v4_mapped())
     return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
   return address;
 }
-
-}  // namespace
 
 Connection::Connection(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& peer, ConnectionHost& host,
                        const config::Listener& listener)
@@ -38,7 +37,8 @@ Connection::Connection(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoi
       socket_(std::move(socket)),
       deadline_(socket_.get_executor()),
       peer_(peer.address().to_string() + ":" + std::to_string(peer.port())),
-      session_(host.session_settings(listener), host.session_environment(), client_address(peer).to_string()),
+      client_ip_(client_address(peer).to_string()),
+      session_(host.session_settings(listener), host.session_environment(), client_ip_),
       read_buffer_(new char[kReadBufferSize]) {
   host_.attach(this);
 }
@@ -107,15 +107,23 @@ asio::awaitable<void> Connection::finish_message() {
   }
   // The client waits for its reply meanwhile: the verdict decides whether
   // there is a 250 at all (no backscatter: refused mail is never bounced).
-  const filter::Verdict verdict = co_await scanner->scan(session_.content());
+  filter::ScanContext context;
+  context.client_address = session_.envelope().client_address;
+  context.helo = session_.helo();
+  context.sender = session_.envelope().sender;
+  context.relay_client = session_.relay_client();
+  const filter::ScanOutcome outcome = co_await scanner->scan(session_.content(), context);
+  const filter::Verdict& verdict = outcome.verdict;
   const auto& policy = scanner->policy();
+  // RFC 8601 section 5: fields that claim our authserv-id came from outside.
+  session_.erase_content(sender_auth::our_authentication_results(session_.content(), scanner->authserv_id()));
   log_line("filter: " + session_.envelope().id + ": client=" + peer_ + " from=<" + session_.envelope().sender +
            "> " + filter::describe(verdict, policy));
   using config::FilterAction;
   switch (verdict.action) {
     case FilterAction::accept:
     case FilterAction::tag: {
-      session_.add_header_fields(filter::verdict_headers(verdict, policy));
+      session_.add_header_fields(outcome.header_fields);
       const bool stored = co_await host_.store(session_.envelope(), session_.content());
       session_.stored(stored);
       break;
@@ -124,7 +132,7 @@ asio::awaitable<void> Connection::finish_message() {
       // Accepted and kept, not delivered: the sender sees a normal 250 and
       // learns nothing about the verdict (RFC 5321 section 6.1 still holds:
       // the message is durably ours).
-      session_.add_header_fields(filter::verdict_headers(verdict, policy));
+      session_.add_header_fields(outcome.header_fields);
       const bool held = co_await host_.quarantine(session_.envelope(), session_.content());
       session_.stored(held);
       break;

@@ -21,6 +21,10 @@ namespace mxgate::server {
 
 class ConnectionHost;
 
+// The client's IP address without the IPv4-mapped prefix a dual-stack
+// listener gives it.
+asio::ip::address client_address(const asio::ip::tcp::endpoint& peer);
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // peer is the client's address as accept(2) gave it (no getpeername(2)).
@@ -33,6 +37,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Server shutdown: idle sessions are told 421 now, sessions in a
   // transaction get until deadline.
   void begin_shutdown(std::chrono::steady_clock::time_point deadline);
+  const std::string& client_ip() const { return client_ip_; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -55,6 +60,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point shutdown_deadline_ = Clock::time_point::max();
   bool shutting_down_ = false;
   std::string peer_;  // "ip:port" for logs
+  std::string client_ip_;
   std::string tls_failure_;
   smtp::Session session_;
   std::unique_ptr<char[]> read_buffer_;

@@ -22,7 +22,10 @@ Server::Server(asio::io_context& io, const config::Config& config, std::shared_p
       writer_(writer),
       relay_policy_(smtp::RelayPolicy::from_config(config).value()),
       on_stored_(std::move(on_stored)),
-      signals_(io, SIGTERM, SIGINT) {
+      signals_(io, SIGTERM, SIGINT),
+      client_limits_(ClientLimitSettings{config.limits.max_connections_per_client,
+                                         config.limits.max_connection_rate_per_client,
+                                         config.limits.max_message_rate_per_client}) {
   for (const auto& listener : config_.listeners)
     settings_.push_back(smtp::SessionSettings{config_.hostname, listener.tls, config_.limits, &relay_policy_});
 }
@@ -81,7 +84,15 @@ const smtp::SessionSettings& Server::session_settings(const config::Listener& li
 }
 
 void Server::attach(Connection* connection) { connections_.insert(connection); }
-void Server::detach(Connection* connection) { connections_.erase(connection); }
+void Server::detach(Connection* connection) {
+  connections_.erase(connection);
+  if (!relay_policy_.client_may_relay(connection->client_ip()))
+    client_limits_.disconnected(connection->client_ip(), std::chrono::steady_clock::now());
+}
+
+bool Server::admit_message(std::string_view client_ip) {
+  return client_limits_.message(std::string(client_ip), std::chrono::steady_clock::now());
+}
 
 asio::awaitable<Result<void>> Server::commit(queue::SpoolWriter& writer, const queue::Envelope& envelope,
                                              const std::string& content) {
@@ -128,9 +139,8 @@ asio::awaitable<bool> Server::quarantine(const queue::Envelope& envelope, const 
   co_return true;
 }
 
-asio::awaitable<void> Server::refuse(asio::ip::tcp::socket socket) {
+asio::awaitable<void> Server::refuse(asio::ip::tcp::socket socket, std::string reply) {
   asio::error_code ec;
-  const std::string reply = smtp::Session::too_many_connections(config_.hostname);
   co_await asio::async_write(socket, asio::buffer(reply), asio::redirect_error(asio::use_awaitable, ec));
   socket.close(ec);
 }
@@ -150,8 +160,20 @@ asio::awaitable<void> Server::accept_loop(asio::ip::tcp::acceptor& acceptor, con
       continue;
     }
     if (connections_.size() >= config_.limits.max_connections) {
-      asio::co_spawn(io_, refuse(std::move(socket)), asio::detached);
+      asio::co_spawn(io_, refuse(std::move(socket), smtp::Session::too_many_connections(config_.hostname)),
+                     asio::detached);
       continue;
+    }
+    const std::string ip = client_address(peer).to_string();
+    if (!relay_policy_.client_may_relay(ip)) {
+      const auto admission = client_limits_.connect(ip, std::chrono::steady_clock::now());
+      if (admission != ClientLimits::Admission::ok) {
+        const bool rate = admission == ClientLimits::Admission::connection_rate;
+        log_line("server: refused " + ip + ": too many " + (rate ? "connections per minute" : "connections"));
+        asio::co_spawn(io_, refuse(std::move(socket), smtp::Session::too_many_connections_from(config_.hostname, ip)),
+                       asio::detached);
+        continue;
+      }
     }
     auto connection = std::make_shared<Connection>(std::move(socket), peer, *this, listener);
     asio::co_spawn(io_, connection->run(), asio::detached);

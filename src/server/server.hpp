@@ -17,6 +17,7 @@
 #include "filter/scanner.hpp"
 #include "queue/spool.hpp"
 #include "queue/spool_writer.hpp"
+#include "server/client_limits.hpp"
 #include "server/connection_host.hpp"
 #include "util/result.hpp"
 
@@ -61,9 +62,10 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   // SessionEnvironment
   std::chrono::system_clock::time_point now() override { return std::chrono::system_clock::now(); }
   std::string new_queue_id() override { return queue::new_queue_id(); }
+  bool admit_message(std::string_view client_ip) override;
 
   asio::awaitable<void> accept_loop(asio::ip::tcp::acceptor& acceptor, const config::Listener& listener);
-  asio::awaitable<void> refuse(asio::ip::tcp::socket socket);
+  asio::awaitable<void> refuse(asio::ip::tcp::socket socket, std::string reply);
   // Stores through writer and resumes on the caller's executor.
   asio::awaitable<Result<void>> commit(queue::SpoolWriter& writer, const queue::Envelope& envelope,
                                        const std::string& content);
@@ -81,6 +83,7 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<smtp::SessionSettings> settings_;  // one per listener, same order
   std::set<Connection*> connections_;
+  ClientLimits client_limits_;
   bool shutting_down_ = false;
 };
 

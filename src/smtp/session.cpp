@@ -152,6 +152,11 @@ std::string Session::too_many_connections(std::string_view hostname) {
   return enhanced_reply(421, "4.7.0", std::string(hostname) + " Too many connections");
 }
 
+std::string Session::too_many_connections_from(std::string_view hostname, std::string_view client_ip) {
+  return enhanced_reply(421, "4.7.0",
+                        std::string(hostname) + " Error: too many connections from " + std::string(client_ip));
+}
+
 void Session::receive(std::string_view bytes) {
   if (pos_ > 0) {
     in_.erase(0, pos_);
@@ -441,6 +446,12 @@ void Session::cmd_mail(std::string_view args) {
     reply(552, "5.3.4", "Message size exceeds fixed limit");
     return;
   }
+  // Counted once the command is valid; a temporary refusal, like Postfix's
+  // smtpd_client_message_rate_limit, so a legitimate burst is only delayed.
+  if (!relay_client_ && !environment_.admit_message(client_ip_)) {
+    reply(450, "4.7.1", "Error: too much mail from " + client_ip_);
+    return;
+  }
   txn_ = Transaction{};  // not emplace(): clang 14 rejects it for this nested type
   txn_->sender = path.mailbox;
   txn_->smtputf8 = params.smtputf8;
@@ -593,6 +604,17 @@ bool Session::finish_message(bool bare_newline) {
 void Session::add_header_fields(std::string_view fields) {
   content_.insert(header_size_, fields);
   header_size_ += fields.size();
+}
+
+void Session::erase_content(const std::vector<std::pair<std::size_t, std::size_t>>& ranges) {
+  // Back to front, so earlier offsets stay valid.
+  std::size_t limit = content_.size();
+  for (auto it = ranges.rbegin(); it != ranges.rend(); ++it) {
+    const auto [begin, end] = *it;
+    if (begin < header_size_ || begin > end || end > limit) continue;
+    content_.erase(begin, end - begin);
+    limit = begin;
+  }
 }
 
 void Session::refused(const Reply& refusal) {

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "config/config.hpp"
@@ -41,6 +42,12 @@ class SessionEnvironment {
   virtual ~SessionEnvironment() = default;
   virtual std::chrono::system_clock::time_point now() = 0;
   virtual std::string new_queue_id() = 0;
+  // A MAIL command from a client outside relay_networks: false when it is
+  // over its message rate ([limits] max_message_rate_per_client).
+  virtual bool admit_message(std::string_view client_ip) {
+    (void)client_ip;
+    return true;
+  }
 };
 
 enum class Next {
@@ -76,6 +83,13 @@ class Session {
   // Adds header fields (each ending in CRLF) right below our Received
   // field, e.g. the content filter's verdict; before store only.
   void add_header_fields(std::string_view fields);
+  // Removes byte ranges [begin, end) of the content, e.g. header fields
+  // forged with our authserv-id; before store only.  Ranges must be sorted
+  // and disjoint; any that touch our Received field or run past the
+  // content are ignored.
+  void erase_content(const std::vector<std::pair<std::size_t, std::size_t>>& ranges);
+  // The client may relay (relay_networks): our own systems.
+  bool relay_client() const { return relay_client_; }
   void stored(bool ok);
   // The message was refused after its content arrived (the content
   // filter's reject or tempfail): reply is written, the transaction ends.
@@ -86,6 +100,8 @@ class Session {
   std::string shutting_down();
   void disconnected();
   static std::string too_many_connections(std::string_view hostname);
+  // [limits] max_connections_per_client / max_connection_rate_per_client.
+  static std::string too_many_connections_from(std::string_view hostname, std::string_view client_ip);
 
   Wait waiting_for() const;
   // A MAIL transaction (or its content) is in progress: shutdown waits for it.

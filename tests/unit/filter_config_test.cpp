@@ -42,6 +42,9 @@ TEST(FilterConfigTest, DefaultsProtectTheAcceptedDomains) {
   EXPECT_EQ(f.on_failure, FilterAction::tempfail);
   EXPECT_EQ(f.time_budget, std::chrono::seconds(60));
   EXPECT_EQ(f.max_mime_depth, 20u);
+  EXPECT_EQ(f.bayes_db, "/var/spool/mxgate/bayes.sqlite");
+  EXPECT_EQ(f.bayes_min_spam, 200u);
+  EXPECT_EQ(f.bayes_min_ham, 200u);
 }
 
 TEST(FilterConfigTest, TheIssuesExampleIsRead) {
@@ -81,6 +84,9 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
                                "max_archive_depth = 2\n"
                                "max_archive_entries = 100\n"
                                "max_archive_expanded = 2000000\n"
+                               "bayes_db = \"bayes/tokens.db\"\n"
+                               "bayes_min_spam = 10\n"
+                               "bayes_min_ham = 20\n"
                                "[filter.actions]\n"
                                "spam = \"tag\"\n"
                                "phishing = \"tempfail\"\n"
@@ -104,6 +110,9 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
   EXPECT_EQ(f.max_archive_depth, 2u);
   EXPECT_EQ(f.max_archive_entries, 100u);
   EXPECT_EQ(f.max_archive_expanded, 2000000u);
+  EXPECT_EQ(f.bayes_db, "/etc/bayes/tokens.db");
+  EXPECT_EQ(f.bayes_min_spam, 10u);
+  EXPECT_EQ(f.bayes_min_ham, 20u);
   EXPECT_EQ(f.actions.spam, FilterAction::tag);
   EXPECT_EQ(f.actions.phishing, FilterAction::tempfail);
   EXPECT_EQ(f.actions.malware, FilterAction::quarantine);

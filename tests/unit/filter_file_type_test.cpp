@@ -45,9 +45,15 @@ std::string make_archive(Format format, const std::vector<Entry>& entries) {
   std::unique_ptr<archive, ArchiveWriteFree> writer(archive_write_new());
   archive* a = writer.get();
   switch (format) {
-    case Format::zip: archive_write_set_format_zip(a); break;
-    case Format::seven_zip: archive_write_set_format_7zip(a); break;
-    case Format::tar: archive_write_set_format_pax_restricted(a); break;
+    case Format::zip:
+      archive_write_set_format_zip(a);
+      break;
+    case Format::seven_zip:
+      archive_write_set_format_7zip(a);
+      break;
+    case Format::tar:
+      archive_write_set_format_pax_restricted(a);
+      break;
     case Format::tar_gz:
       archive_write_set_format_pax_restricted(a);
       archive_write_add_filter_gzip(a);
@@ -56,7 +62,9 @@ std::string make_archive(Format format, const std::vector<Entry>& entries) {
       archive_write_set_format_raw(a);
       archive_write_add_filter_gzip(a);
       break;
-    case Format::iso: archive_write_set_format_iso9660(a); break;
+    case Format::iso:
+      archive_write_set_format_iso9660(a);
+      break;
   }
   archive_write_set_bytes_in_last_block(a, 1);
   EXPECT_EQ(archive_write_open2(a, &out, nullptr, append_to_string, nullptr, nullptr), ARCHIVE_OK);
@@ -110,7 +118,7 @@ std::string encode_dir_entry(const DirEntry& e) {
 }
 
 struct CfbLayout {
-  unsigned shift = 9;                     // 9: version 3, 12: version 4
+  unsigned shift = 9;                      // 9: version 3, 12: version 4
   std::vector<std::uint32_t> dir_sectors;  // directory chain; empty: right after the FAT and DIFAT
 };
 
@@ -165,7 +173,8 @@ std::string make_cfb(const std::vector<DirEntry>& entries, const CfbLayout& layo
     }
     put32(file, at + ss - 4, d + 1 < difat_count ? fat_count + d + 1 : kEndOfChain);
   }
-  for (std::size_t i = 0; i < fat.size(); ++i) put32(file, sector_offset(i / per_sector) + 4 * (i % per_sector), fat[i]);
+  for (std::size_t i = 0; i < fat.size(); ++i)
+    put32(file, sector_offset(i / per_sector) + 4 * (i % per_sector), fat[i]);
   const std::size_t per_dir_sector = ss / 128;
   for (std::size_t i = 0; i < dir_count * per_dir_sector; ++i) {
     const std::string bytes = i < entries.size() ? encode_dir_entry(entries[i]) : encode_dir_entry({"", 0});
@@ -204,9 +213,12 @@ std::string pe_bytes() {
 
 TEST(FileType, Executables) {
   EXPECT_EQ(sniff(pe_bytes()), FileKind::pe_executable);
-  EXPECT_EQ(sniff("\x7F" "ELF\x02\x01\x01" + std::string(57, '\0')), FileKind::elf_executable);
-  for (std::string magic : {"\xFE\xED\xFA\xCE"s, "\xFE\xED\xFA\xCF"s, "\xCE\xFA\xED\xFE"s, "\xCF\xFA\xED\xFE"s,
-                            "\xCA\xFE\xBA\xBE"s, "\xCA\xFE\xBA\xBF"s}) {
+  EXPECT_EQ(sniff("\x7F"
+                  "ELF\x02\x01\x01" +
+                  std::string(57, '\0')),
+            FileKind::elf_executable);
+  for (const std::string& magic : {"\xFE\xED\xFA\xCE"s, "\xFE\xED\xFA\xCF"s, "\xCE\xFA\xED\xFE"s,
+                                   "\xCF\xFA\xED\xFE"s, "\xCA\xFE\xBA\xBE"s, "\xCA\xFE\xBA\xBF"s}) {
     EXPECT_EQ(sniff(magic + std::string(28, '\0')), FileKind::macho_executable) << magic;
   }
   EXPECT_EQ(sniff("\xCA\xFE\xBA\xBE\x00\x00\x00\x34"s), FileKind::macho_executable);  // a Java class
@@ -256,8 +268,9 @@ TEST(FileType, MagicNumbers) {
   EXPECT_EQ(sniff("Rar!\x1A\x07\x01\x00\x33"s), FileKind::rar);
   EXPECT_EQ(sniff("Rar!\x1A\x07\x02"s), FileKind::unknown);
   EXPECT_EQ(sniff(make_cfb(word_without_macros())), FileKind::ole_compound);
-  const std::string lnk = "\x4C\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xC0\x00\x00\x00\x00\x00\x00\x46"s +
-                          std::string(56, '\0');
+  const std::string lnk =
+      "\x4C\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xC0\x00\x00\x00\x00\x00\x00\x46"s +
+      std::string(56, '\0');
   EXPECT_EQ(sniff(lnk), FileKind::windows_shortcut);
   EXPECT_EQ(sniff(lnk.substr(0, 19)), FileKind::unknown);
   EXPECT_EQ(sniff("%PDF-1.7\n%\xE2\xE3\xCF\xD3\n"), FileKind::pdf);
@@ -287,7 +300,8 @@ TEST(FileType, V7TarByChecksum) {
   std::string tar = make_archive(Format::tar, {{"a.txt", "hello"}});
   tar.replace(257, 8, std::string(8, '\0'));  // no "ustar": recompute the checksum
   std::uint32_t sum = 0;
-  for (std::size_t i = 0; i < 512; ++i) sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(tar[i]);
+  for (std::size_t i = 0; i < 512; ++i)
+    sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(tar[i]);
   char field[8];
   std::snprintf(field, sizeof field, "%06o", sum);
   tar.replace(148, 8, std::string(field, 6) + "\0 "s);
@@ -314,7 +328,7 @@ TEST(OleVba, EachMarkerAlone) {
     return make_cfb({{"Root Entry", kRoot, kNoStream, kNoStream, 1}, std::move(marker)});
   };
   EXPECT_TRUE(ole_has_vba_project(with({"VBA", kStorage})));
-  EXPECT_TRUE(ole_has_vba_project(with({"vba", kStorage})));  // CFB names compare upper-cased
+  EXPECT_TRUE(ole_has_vba_project(with({"vba", kStorage})));               // CFB names compare upper-cased
   EXPECT_TRUE(ole_has_vba_project(with({"_VBA_PROJECT_CUR", kStorage})));  // Excel
   EXPECT_TRUE(ole_has_vba_project(with({"Macros", kStorage})));            // Word
   EXPECT_TRUE(ole_has_vba_project(with({"_VBA_PROJECT", kStream})));
@@ -332,13 +346,14 @@ TEST(OleVba, Version4Sectors) {
 }
 
 TEST(OleVba, FollowsTheDirectoryChainThroughTheFat) {
-  // Ten entries need three 512-byte sectors; chain them out of order with
-  // gaps so only a walk through the FAT finds the last one.
+  // Ten entries need three 512-byte sectors; chain them backwards with gaps
+  // (9, then 2, then 6) so that reading on from the first directory sector
+  // runs off the end of the file and only the FAT leads to the last one.
   std::vector<DirEntry> entries = word_without_macros();
   while (entries.size() < 9) entries.push_back({"Filler" + std::to_string(entries.size()), kStream});
   entries.push_back({"VBA", kStorage});
   CfbLayout scattered;
-  scattered.dir_sectors = {6, 2, 9};
+  scattered.dir_sectors = {9, 2, 6};
   EXPECT_TRUE(ole_has_vba_project(make_cfb(entries, scattered)));
   entries.back().name = "NotVBA";
   EXPECT_FALSE(ole_has_vba_project(make_cfb(entries, scattered)));
@@ -402,10 +417,12 @@ TEST(FileTypeRobustness, PrefixesAndCorruptions) {
   scattered.dir_sectors = {3, 1, 5};
   std::vector<DirEntry> many = word_with_macros();
   while (many.size() < 12) many.push_back({"Filler", kStream});
-  const std::vector<std::string> seeds = {
-      make_cfb(word_with_macros()), make_cfb(many, scattered), make_cfb(word_without_macros(), v4),
-      pe_bytes(), make_archive(Format::tar, {{"a.txt", "hello"}}),
-      make_archive(Format::zip, {{"a.txt", "hello"}})};
+  const std::vector<std::string> seeds = {make_cfb(word_with_macros()),
+                                          make_cfb(many, scattered),
+                                          make_cfb(word_without_macros(), v4),
+                                          pe_bytes(),
+                                          make_archive(Format::tar, {{"a.txt", "hello"}}),
+                                          make_archive(Format::zip, {{"a.txt", "hello"}})};
   std::size_t with_vba = 0;
   for (const auto& seed : seeds) {
     for (std::size_t length = 0; length <= seed.size(); ++length) {

@@ -1332,3 +1332,65 @@ TEST(SessionFilterOutcome, ARefusalEndsTheTransactionButNotTheSession) {
 
 }  // namespace
 }  // namespace mxgate::smtp
+
+namespace mxgate::smtp {
+namespace {
+
+TEST(SessionFilterOutcome, EraseContentRemovesOnlyValidRangesBelowOurReceived) {
+  FixedEnvironment env;
+  Session s(make_settings(), env, "192.0.2.7");
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n"
+            "A: 1\r\nB: 2\r\nC: 3\r\n\r\nbody\r\n.\r\n");
+  ASSERT_EQ(s.advance().next, Next::store);
+  const std::string content = s.content();
+  const std::size_t a = content.find("A: 1"), b = content.find("B: 2"), c = content.find("C: 3");
+  s.erase_content({{0, 5},                       // our Received field: ignored
+                   {a, b},                       // "A: 1\r\n"
+                   {c, c + 6},                   // "C: 3\r\n"
+                   {content.size(), content.size() + 9}});  // past the end: ignored
+  EXPECT_EQ(s.content(), content.substr(0, a) + "B: 2\r\n\r\nbody\r\n");
+}
+
+}  // namespace
+}  // namespace mxgate::smtp
+
+namespace mxgate::smtp {
+namespace {
+
+// An environment that admits n messages, then refuses.
+class RationedEnvironment : public FixedEnvironment {
+ public:
+  explicit RationedEnvironment(int n) : left_(n) {}
+  bool admit_message(std::string_view client_ip) override {
+    asked_.push_back(std::string(client_ip));
+    return left_-- > 0;
+  }
+  std::vector<std::string> asked_;
+
+ private:
+  int left_;
+};
+
+TEST(SessionMessageRate, OverTheRateMailIsTemporarilyRefused) {
+  RationedEnvironment env(1);
+  RelayPolicy policy = RelayPolicy::from_config(config::Config{}).value();  // relay: loopback only
+  SessionSettings settings = make_settings();
+  settings.relay = &policy;
+  Session s(settings, env, "192.0.2.7");
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRSET\r\nMAIL FROM:<a@example.org>\r\n"
+            "MAIL FROM:<bad\r\n");
+  EXPECT_EQ(s.advance().output, ehlo_reply() +
+                                    "250 2.1.0 Ok\r\n250 2.0.0 Ok\r\n"
+                                    "450 4.7.1 Error: too much mail from 192.0.2.7\r\n"
+                                    "501 5.1.7 Bad sender address syntax\r\n");
+  EXPECT_EQ(env.asked_, (std::vector<std::string>{"192.0.2.7", "192.0.2.7"}));  // bad syntax is not counted
+  // Relay clients are exempt and never asked.
+  RationedEnvironment none(0);
+  Session local(settings, none, "127.0.0.1");
+  local.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n");
+  EXPECT_EQ(local.advance().output, ehlo_reply() + "250 2.1.0 Ok\r\n");
+  EXPECT_TRUE(none.asked_.empty());
+}
+
+}  // namespace
+}  // namespace mxgate::smtp
