@@ -333,6 +333,7 @@ int check_command(const std::vector<std::string_view>& args, const std::string& 
   asio::co_spawn(io, [&]() -> asio::awaitable<void> {
     std::string content;
     for (const std::string_view file : files) {
+      content.clear();  // read_file appends
       if (const int err = mxgate::read_file(std::string(file), content); err != 0) {
         std::fprintf(stderr, "cannot read %s: %s\n", std::string(file).c_str(), mxgate::errno_text(err).c_str());
         status = 1;

@@ -633,7 +633,8 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
                {"enabled", "protected_domains", "protected_names", "clamd", "clamd_max_stream", "spam_threshold",
                 "phishing_threshold", "malware_threshold", "impersonation_threshold", "actions", "on_failure",
                 "time_budget", "max_mime_depth", "max_mime_parts", "max_decoded_size", "max_archive_depth",
-                "max_archive_entries", "max_archive_expanded", "bayes_db", "bayes_min_spam", "bayes_min_ham"});
+                "max_archive_entries", "max_archive_expanded", "bayes_db", "bayes_min_spam", "bayes_min_ham", "dnsbl", "uribl", "dnsbl_score",
+                "uribl_score"});
   r.boolean(*table, "filter", "enabled", filter.enabled);
   if (strings(r, *table, "filter", "protected_domains", filter.protected_domains)) {
     for (std::size_t i = 0; i < filter.protected_domains.size(); ++i) {
@@ -672,6 +673,19 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
   r.path(*table, "filter", "bayes_db", filter.bayes_db);
   r.integer(*table, "filter", "bayes_min_spam", filter.bayes_min_spam, 1, kNoMax);
   r.integer(*table, "filter", "bayes_min_ham", filter.bayes_min_ham, 1, kNoMax);
+  for (const char* key : {"dnsbl", "uribl"}) {
+    auto& zones = std::string_view(key) == "dnsbl" ? filter.dnsbl : filter.uribl;
+    if (!strings(r, *table, "filter", key, zones)) continue;
+    for (std::size_t i = 0; i < zones.size(); ++i) {
+      if (!looks_like_domain(zones[i])) {
+        r.fail(indexed(std::string("filter.") + key, i), quote(zones[i]) + " is not a domain name");
+        return;
+      }
+      zones[i] = lower(zones[i]);
+    }
+  }
+  r.number(*table, "filter", "dnsbl_score", filter.dnsbl_score);
+  r.number(*table, "filter", "uribl_score", filter.uribl_score);
 }
 
 void read_timeouts(Reader& r, const toml::table& root, Timeouts& timeouts) {

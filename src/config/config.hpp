@@ -168,6 +168,13 @@ struct Filter {
   // The classifier stays silent until it has learned this many of each.
   std::size_t bayes_min_spam = 200;
   std::size_t bayes_min_ham = 200;
+  // DNS blocklists (RFC 5782) for the client address and for URL domains;
+  // a listing adds its score to spam: by default past spam_threshold with
+  // room for the small negative scores (DKIM_VALID), so a listing alone is spam.
+  std::vector<std::string> dnsbl;
+  std::vector<std::string> uribl;
+  double dnsbl_score = 6.0;
+  double uribl_score = 6.0;
 };
 
 struct Config {

@@ -10,6 +10,7 @@
 #include "filter/impersonation.hpp"
 #include "filter/mime_parser.hpp"
 #include "filter/phishing.hpp"
+#include "filter/reputation.hpp"
 #include "filter/spam_rules.hpp"
 
 namespace mxgate::filter {
@@ -104,8 +105,14 @@ asio::awaitable<Examination> Scanner::examine(std::string_view content, const Sc
       if (resolver_ == nullptr) co_return SenderCheck{};
       co_return co_await check_sender(*resolver_, psl_, content, message, context, policy_.protected_domains);
     };
-    auto [antivirus, authentication] = co_await (scan_parts(message) && sender());
+    auto reputation = [&]() -> asio::awaitable<Findings> {
+      if (resolver_ == nullptr || (policy_.dnsbl.empty() && policy_.uribl.empty())) co_return Findings{};
+      ReputationPolicy lists{policy_.dnsbl, policy_.uribl, policy_.dnsbl_score, policy_.uribl_score};
+      co_return co_await check_reputation(*resolver_, psl_, message, context, lists);
+    };
+    auto [antivirus, authentication, listed] = co_await (scan_parts(message) && sender() && reputation());
     antivirus.merge(std::move(authentication.findings));
+    antivirus.merge(std::move(listed));
     co_return std::make_pair(std::move(antivirus), std::move(authentication.results));
   };
   asio::steady_timer budget(co_await asio::this_coro::executor, policy_.time_budget);

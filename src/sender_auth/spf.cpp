@@ -683,9 +683,10 @@ class Evaluation {
   // and redirect targets, never include targets).
   asio::awaitable<Outcome> evaluate(std::string domain, unsigned depth, bool explain) {
     if (depth > kMaxSpfRecursion) {
-      co_return std::move(
-          *outcome(SpfResult::permerror, "",
-                   "include/redirect nested deeper than " + std::to_string(kMaxSpfRecursion)));
+      co_return Outcome{SpfResult::permerror,
+                        "",
+                        "include/redirect nested deeper than " + std::to_string(kMaxSpfRecursion),
+                        {}};
     }
     auto state = std::make_unique<RecordState>();
     state->domain = std::move(domain);

@@ -438,10 +438,11 @@ class Delivered:
                 i += 1
             self.received_raw = b"\n".join(lines[start:i]).decode("utf-8", "replace")
             self.received = re.sub(r"\n[ \t]+", " ", self.received_raw)
-        # The content filter's fields, right below the Received field.
+        # The content filter's fields, right below the Received field
+        # (Authentication-Results only for mail from outside relay_networks).
         self.filter_headers: dict[str, str] = {}
-        while i < len(lines) and re.match(rb"(X-mxgate-Verdict|X-Spam-Flag|X-Spam-Score|X-Spam-Status):",
-                                          lines[i]):
+        while i < len(lines) and re.match(
+                rb"(Authentication-Results|X-mxgate-Verdict|X-Spam-Flag|X-Spam-Score|X-Spam-Status):", lines[i]):
             start = i
             i += 1
             while i < len(lines) and lines[i][:1] in (b" ", b"\t"):

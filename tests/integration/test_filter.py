@@ -360,6 +360,13 @@ class CheckCommandTest(unittest.TestCase):
         self.assertEqual(report["failures"], [])
         text = run([str(BINARY), "check", str(d / "mail.eml"), "--config", str(d / "mxgate.toml")], text=True)
         self.assertTrue(text.stdout.startswith("verdict: action=quarantine spam=1000.0/5.0"), text.stdout)
+        # Several files: one report each, in order, each judged alone.
+        (d / "clean.eml").write_bytes(message("hello", body="See you at ten."))
+        out = run([str(BINARY), "check", str(d / "mail.eml"), str(d / "clean.eml"), str(d / "mail.eml"),
+                   "--json", "--config", str(d / "mxgate.toml")], text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        actions = [json.loads(line)["action"] for line in out.stdout.splitlines()]
+        self.assertEqual(actions, ["quarantine", "accept", "quarantine"])
 
 
 if __name__ == "__main__":

@@ -67,17 +67,23 @@ class SenderAuthTest(unittest.TestCase):
             # Our own domain: our servers are elsewhere, and DMARC says so.
             "example.test": {"signed": False, "records": ['@ TXT "v=spf1 ip4:192.0.2.1 -all"',
                                                           '_dmarc TXT "v=DMARC1; p=none"']},
+            # Blocklists (RFC 5782): 127.0.0.1 is listed, and so is evil.test.
+            "bl.test": {"signed": False, "records": ["1.0.0.127 A 127.0.0.2",
+                                                     '1.0.0.127 TXT "listed for testing"']},
+            "uribl.test": {"signed": False, "records": ["evil.test A 127.0.0.2",
+                                                        "refused.test A 127.255.255.254"]},
         }
         cls.bed = dnsbed.DnsBed(cls.tmp / "bed", zones=zones)
         cls.addClassCleanup(cls.bed.close)
         cls.bed.start()
 
-    def gateway(self) -> rh.LoopbackMxgate:
+    def gateway(self, **filter_keys) -> rh.LoopbackMxgate:
         config = {
             "listener": [{"host": "127.0.0.1", "tls": "may"}],
             "accept_domains": ["example.test"],
             "relay_networks": [],
-            "filter": {"protected_domains": ["example.test"], "protected_names": ["Alice Martin"]},
+            "filter": {"protected_domains": ["example.test"], "protected_names": ["Alice Martin"],
+                       **filter_keys},
         }
         server = rh.LoopbackMxgate(config, extra_toml=self.bed.toml())
         self.addCleanup(server.close)
@@ -164,6 +170,32 @@ class SenderAuthTest(unittest.TestCase):
         self.assertNotIn(b"smtp.mailfrom=ceo@example.test", delivered.raw)
         self.assertIn(b"Authentication-Results: other.test; dkim=pass", delivered.raw)
         self.assertEqual(delivered.raw.count(b"Authentication-Results: mx.example.test;"), 1)
+
+    def held(self, server) -> str:
+        out = rh.h.run([str(rh.h.BINARY), "quarantine", "list", "--json", "--config", str(server.config_path)],
+                       text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout
+
+    def test_a_listed_client_is_spam(self):
+        server = self.gateway(dnsbl=["bl.test"])
+        content = self.sign(message("Bob <bob@partner.test>", "from a listed host"))
+        self.assertEqual(self.send(server, "bob@partner.test", content).code, 250)
+        self.assertIn("RCVD_IN_DNSBL", self.held(server))
+        server.wait_for_log(r"action=quarantine .*rules=.*RCVD_IN_DNSBL=6\.0")
+        self.assertEqual(server.maildir_files(), [])
+
+    def test_a_listed_url_domain_is_spam_and_its_twin_passes(self):
+        server = self.gateway(uribl=["uribl.test"])
+        bad = self.sign(message("Bob <bob@partner.test>", "click", "Pay at https://pay.evil.test/now\r\n"))
+        self.assertEqual(self.send(server, "bob@partner.test", bad).code, 250)
+        self.assertIn("URIBL_LISTED", self.held(server))
+        # 127.255.255.x is a refusal code, not a listing; unlisted domains pass.
+        for host in ("pay.refused.test", "pay.partner.test"):
+            good = self.sign(message("Bob <bob@partner.test>", f"link {host}", f"Pay at https://{host}/now\r\n"))
+            self.assertEqual(self.send(server, "bob@partner.test", good).code, 250)
+            delivered = self.delivered_after(server, f"Subject: link {host}".encode())
+            self.assertTrue(delivered.filter_headers["X-mxgate-Verdict"].startswith("accept;"))
 
 
 if __name__ == "__main__":
