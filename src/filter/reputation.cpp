@@ -70,7 +70,9 @@ asio::awaitable<Findings> check_reputation(dns::Resolver& resolver, const sender
   const auto client = asio::ip::make_address(context.client_address, ec);
   if (!ec) {
     for (const std::string& zone : policy.dnsbl) {
-      const auto listed = listing(co_await resolver.addresses(blocklist_name(client, zone)));
+      const std::string name = blocklist_name(client, zone);  // named: see dns/resolver.cpp on GCC 12
+      const dns::Answer<asio::ip::address> answer = co_await resolver.addresses(name);
+      const auto listed = listing(answer);
       if (listed) {
         findings.add(Category::spam, "RCVD_IN_DNSBL", policy.dnsbl_score,
                      context.client_address + " listed in " + zone + " (" + *listed + ")");
@@ -83,7 +85,8 @@ asio::awaitable<Findings> check_reputation(dns::Resolver& resolver, const sender
     const auto address = asio::ip::make_address(domain, ec);
     for (const std::string& zone : policy.uribl) {
       const std::string name = ec ? domain + "." + zone : blocklist_name(address, zone);
-      const auto listed = listing(co_await resolver.addresses(name));
+      const dns::Answer<asio::ip::address> answer = co_await resolver.addresses(name);
+      const auto listed = listing(answer);
       if (listed) {
         findings.add(Category::spam, "URIBL_LISTED", policy.uribl_score,
                      domain + " listed in " + zone + " (" + *listed + ")");

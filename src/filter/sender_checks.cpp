@@ -43,7 +43,11 @@ asio::awaitable<SenderCheck> check_sender(dns::Resolver& resolver, const PublicS
   // RFC 7208 section 2.4: the null sender is checked as postmaster@HELO.
   results.mail_from = context.sender.empty() ? "postmaster@" + context.helo : context.sender;
   const std::string spf_domain = context.sender.empty() ? context.helo : domain_of(context.sender);
-  const SpfVerdict spf = co_await check_spf_mail_from(resolver, client, context.helo, context.sender);
+  // Arguments as named values, not temporaries inside the co_await: GCC 12
+  // may destroy such temporaries twice across the suspension.
+  std::string helo = context.helo, sender = context.sender;
+  auto spf_check = check_spf_mail_from(resolver, client, std::move(helo), std::move(sender));
+  const SpfVerdict spf = co_await std::move(spf_check);
   results.spf = spf;
   if (spf.result == SpfResult::fail) out.findings.add(Category::spam, "SPF_FAIL", 1.0, spf.reason);
   if (spf.result == SpfResult::softfail) out.findings.add(Category::spam, "SPF_SOFTFAIL", 0.7, spf.reason);
@@ -62,8 +66,8 @@ asio::awaitable<SenderCheck> check_sender(dns::Resolver& resolver, const PublicS
   if (invalid) out.findings.add(Category::spam, "DKIM_INVALID", 0.1);
 
   if (message.from && !message.from->domain.empty()) {
-    const DmarcVerdict dmarc =
-        co_await check_dmarc(resolver, psl, message.from->domain, spf.result, spf_domain, results.dkim);
+    auto dmarc_check = check_dmarc(resolver, psl, message.from->domain, spf.result, spf_domain, results.dkim);
+    const DmarcVerdict dmarc = co_await std::move(dmarc_check);
     results.dmarc = dmarc;
     if (dmarc.result == DmarcResult::temperror) out.findings.fail("dmarc", dmarc.reason);
     if (dmarc.result == DmarcResult::fail) {

@@ -170,10 +170,16 @@ asio::awaitable<DmarcVerdict> check_dmarc(dns::Resolver& resolver, const PublicS
     co_return verdict;
   }
   const std::string org = psl.organizational_domain(verdict.from_domain);
-  Discovery found = pick(co_await resolver.txt("_dmarc." + verdict.from_domain));
+  // Names built before the co_await: GCC 12 may destroy temporaries inside
+  // a co_await expression twice (see src/dns/resolver.cpp).
+  const std::string own_name = "_dmarc." + verdict.from_domain;
+  const dns::Answer<std::string> own = co_await resolver.txt(own_name);
+  Discovery found = pick(own);
   bool at_org = false;
   if (found.outcome == Discovery::Outcome::none && org != verdict.from_domain) {
-    found = pick(co_await resolver.txt("_dmarc." + org));
+    const std::string org_name = "_dmarc." + org;
+    const dns::Answer<std::string> at_organization = co_await resolver.txt(org_name);
+    found = pick(at_organization);
     at_org = true;
   }
   if (found.outcome == Discovery::Outcome::temperror) {

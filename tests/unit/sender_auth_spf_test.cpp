@@ -974,6 +974,14 @@ TEST_F(SpfEval, SenderForms) {
   zone.add_txt("msg8.example.net", {"%{l} in implementation"});
   EXPECT_EQ(mail_from("192.0.2.10", "Macro Error@e8.example.net").explanation,
             "Macro Error in implementation");
+  // Whatever the sender holds, reason and explanation are printable.
+  EXPECT_EQ(mail_from("192.0.2.10", "a\r\nb\x7f@e8.example.net").explanation,
+            "a\\x0D\\x0Ab\\x7F in implementation");
+  const SpfVerdict odd = mail_from("192.0.2.10",
+                                   "u@\x01"
+                                   "bad.example.net");
+  EXPECT_EQ(odd.result, SpfResult::none);
+  EXPECT_EQ(odd.reason, "\\x01bad.example.net does not exist");
 }
 
 TEST_F(SpfEval, CaseAndTrailingDots) {
