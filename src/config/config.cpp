@@ -634,7 +634,7 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
                 "phishing_threshold", "malware_threshold", "impersonation_threshold", "actions", "on_failure",
                 "time_budget", "max_mime_depth", "max_mime_parts", "max_decoded_size", "max_archive_depth",
                 "max_archive_entries", "max_archive_expanded", "bayes_db", "bayes_min_spam", "bayes_min_ham", "dnsbl", "uribl", "dnsbl_score",
-                "uribl_score"});
+                "uribl_score", "subject_tag"});
   r.boolean(*table, "filter", "enabled", filter.enabled);
   if (strings(r, *table, "filter", "protected_domains", filter.protected_domains)) {
     for (std::size_t i = 0; i < filter.protected_domains.size(); ++i) {
@@ -663,6 +663,10 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
     filter_action(r, *actions, "filter.actions", "impersonation", filter.actions.impersonation);
   }
   filter_action(r, *table, "filter", "on_failure", filter.on_failure);
+  if (r.string(*table, "filter", "subject_tag", filter.subject_tag) &&
+      filter.subject_tag.find_first_of("\r\n") != std::string::npos) {
+    r.fail("filter.subject_tag", "must be one line");
+  }
   r.seconds(*table, "filter", "time_budget", filter.time_budget);
   r.integer(*table, "filter", "max_mime_depth", filter.max_mime_depth, 1, 1000);
   r.integer(*table, "filter", "max_mime_parts", filter.max_mime_parts, 1, kNoMax);

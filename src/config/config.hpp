@@ -150,6 +150,9 @@ struct Filter {
     FilterAction malware = FilterAction::reject;
     FilterAction impersonation = FilterAction::quarantine;
   } actions;
+  // Put in front of the Subject of mail whose action is tag ("[SPAM]");
+  // empty: the subject is left alone.
+  std::string subject_tag;
   // A check that failed or ran out of time (clamd gone, a scan limit hit).
   FilterAction on_failure = FilterAction::tempfail;
   // The whole verdict, well under the client's 10-minute end-of-data

@@ -7,6 +7,7 @@
 #include <asio/write.hpp>
 
 #include "server/connection_host.hpp"
+#include "filter/subject_tag.hpp"
 #include "filter/verdict.hpp"
 #include "sender_auth/authentication_results.hpp"
 #include "tls/server_context.hpp"
@@ -123,6 +124,8 @@ asio::awaitable<void> Connection::finish_message() {
   switch (verdict.action) {
     case FilterAction::accept:
     case FilterAction::tag: {
+      if (verdict.action == FilterAction::tag && !policy.subject_tag.empty())
+        session_.replace_content(filter::tag_subject(session_.content(), policy.subject_tag));
       session_.add_header_fields(outcome.header_fields);
       const bool stored = co_await host_.store(session_.envelope(), session_.content());
       session_.stored(stored);

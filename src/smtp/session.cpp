@@ -617,6 +617,11 @@ void Session::erase_content(const std::vector<std::pair<std::size_t, std::size_t
   }
 }
 
+void Session::replace_content(std::string content) {
+  if (content.compare(0, header_size_, content_, 0, header_size_) != 0) return;  // our Received must stay
+  content_ = std::move(content);
+}
+
 void Session::refused(const Reply& refusal) {
   reply(refusal.code, refusal.enhanced, refusal.text);
   end_transaction();

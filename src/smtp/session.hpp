@@ -88,6 +88,10 @@ class Session {
   // and disjoint; any that touch our Received field or run past the
   // content are ignored.
   void erase_content(const std::vector<std::pair<std::size_t, std::size_t>>& ranges);
+  // Replaces the content with an edited copy (the content filter's subject
+  // tag, a milter's header changes); before store only.  The edit must keep
+  // our Received field first and unchanged.
+  void replace_content(std::string content);
   // The client may relay (relay_networks): our own systems.
   bool relay_client() const { return relay_client_; }
   void stored(bool ok);

@@ -256,13 +256,14 @@ class FilterTest(unittest.TestCase):
         self.assertIn("spam=1000.0", held["verdict"])
 
     def test_spam_tagged_when_so_configured(self):
-        server = self.gateway(actions={"spam": "tag"})
+        server = self.gateway(actions={"spam": "tag"}, subject_tag="[SPAM]")
         reply = self.send(server, message("gtube", body=GTUBE))
         self.assertEqual(reply.code, 250)
         [delivered] = server.wait_for_messages(1)
         self.assertTrue(delivered.filter_headers["X-mxgate-Verdict"].startswith("tag;"))
         self.assertEqual(delivered.filter_headers["X-Spam-Flag"], "YES")
         self.assertTrue(delivered.filter_headers["X-Spam-Status"].startswith("Yes, score=1000.0 required=5.0"))
+        self.assertIn(b"Subject: [SPAM] gtube", delivered.content)
 
     # ---- phishing and impersonation
 

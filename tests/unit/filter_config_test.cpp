@@ -77,6 +77,7 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
                                "malware_threshold = 0.5\n"
                                "impersonation_threshold = 1.5\n"
                                "on_failure = \"accept\"\n"
+                               "subject_tag = \"[SPAM]\"\n"
                                "time_budget = 20\n"
                                "max_mime_depth = 5\n"
                                "max_mime_parts = 50\n"
@@ -103,6 +104,7 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
   EXPECT_DOUBLE_EQ(f.malware_threshold, 0.5);
   EXPECT_DOUBLE_EQ(f.impersonation_threshold, 1.5);
   EXPECT_EQ(f.on_failure, FilterAction::accept);
+  EXPECT_EQ(f.subject_tag, "[SPAM]");
   EXPECT_EQ(f.time_budget, std::chrono::seconds(20));
   EXPECT_EQ(f.max_mime_depth, 5u);
   EXPECT_EQ(f.max_mime_parts, 50u);
