@@ -27,8 +27,11 @@
 
 #include "delivery/probe.hpp"
 #include "dns/resolver_options.hpp"
+#include "filter/bayes.hpp"
+#include "filter/mime_parser.hpp"
 #include "filter/report.hpp"
 #include "filter/scanner.hpp"
+#include "milter/client.hpp"
 #include "queue/quarantine_admin.hpp"
 #include "delivery/scheduler.hpp"
 #include "queue/queue_admin.hpp"
@@ -53,6 +56,7 @@ constexpr std::string_view kUsage =
     "       mxgate quarantine show ID [--json] --config FILE\n"
     "       mxgate quarantine release ID --config FILE\n"
     "       mxgate quarantine delete ID --config FILE\n"
+    "       mxgate learn --spam|--ham MESSAGE-FILE... --config FILE\n"
     "       mxgate check MESSAGE-FILE... [--json] [--client IP [--helo NAME] [--sender ADDR]] --config FILE\n"
     "       mxgate --version\n";
 
@@ -77,6 +81,14 @@ mxgate::Result<Loaded> load(const std::string& path) {
   auto config = mxgate::config::load_file(path);
   if (!config) return mxgate::make_error("config error: " + config.error());
   Loaded loaded{std::move(config.value()), nullptr};
+  // Milter endpoints are parsed where they are used; refuse a bad one here.
+  for (std::size_t i = 0; i < loaded.config.listeners.size(); ++i) {
+    for (std::size_t j = 0; j < loaded.config.listeners[i].milters.size(); ++j) {
+      if (auto endpoint = mxgate::milter::parse_milter_endpoint(loaded.config.listeners[i].milters[j]); !endpoint)
+        return mxgate::make_error("config error: listener[" + std::to_string(i) + "].milters[" +
+                                  std::to_string(j) + "]: " + endpoint.error());
+    }
+  }
   // The clamd endpoint is parsed where it is used; refuse a bad one here.
   if (auto scanner = mxgate::filter::Scanner::create(loaded.config.filter, loaded.config.hostname); !scanner)
     return mxgate::make_error("config error: " + scanner.error());
@@ -349,6 +361,28 @@ int check_command(const std::vector<std::string_view>& args, const std::string& 
   return status;
 }
 
+// mxgate learn --spam|--ham FILE...: trains the Bayesian classifier's store
+// ([filter] bayes_db).  A running gateway sees the new counts within a
+// minute (it reopens a store that changed).
+int learn_command(const std::vector<std::string_view>& args, const std::string& path) {
+  if (args.size() < 2 || (args[0] != "--spam" && args[0] != "--ham")) return fail(std::string(kUsage));
+  const bool spam = args[0] == "--spam";
+  auto config = mxgate::config::load_file(path);
+  if (!config) return fail("config error: " + config.error());
+  auto store = mxgate::filter::open_bayes(config->filter.bayes_db, true);
+  if (!store) return fail(store.error());
+  const std::vector<std::filesystem::path> files(args.begin() + 1, args.end());
+  mxgate::filter::MimeLimits limits;
+  limits.max_depth = config->filter.max_mime_depth;
+  limits.max_parts = config->filter.max_mime_parts;
+  limits.max_decoded_bytes = config->filter.max_decoded_size;
+  auto summary = mxgate::filter::learn_messages(*store.value(), spam, files, limits);
+  if (!summary) return fail(summary.error());
+  std::printf("learned %zu as %s (%zu already known); the store holds %zu spam and %zu ham\n", summary->learned,
+              spam ? "spam" : "ham", summary->skipped, summary->spam_total, summary->ham_total);
+  return 0;
+}
+
 int check_config(const std::string& path) {
   auto loaded = load(path);
   if (!loaded) return fail(loaded.error());
@@ -376,6 +410,10 @@ int main(int argc, char** argv) {
   if (args.size() >= 4 && args[0] == "quarantine" && args[args.size() - 2] == "--config") {
     const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);
     if (!rest.empty()) return quarantine_command(rest, std::string(args.back()));
+  }
+  if (args.size() >= 4 && args[0] == "learn" && args[args.size() - 2] == "--config") {
+    const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);
+    return learn_command(rest, std::string(args.back()));
   }
   if (args.size() >= 4 && args[0] == "check" && args[args.size() - 2] == "--config") {
     const std::vector<std::string_view> rest(args.begin() + 1, args.end() - 2);

@@ -312,13 +312,36 @@ class Reader {
   std::optional<std::string> error_;
 };
 
+// An array of strings; absent is fine (out keeps its default).
+bool strings(Reader& r, const toml::table& table, const std::string& prefix, std::string_view name,
+             std::vector<std::string>& out) {
+  const toml::node* node = r.find(table, prefix, name, Need::optional);
+  if (node == nullptr) return false;
+  const toml::array* array = node->as_array();
+  if (array == nullptr) {
+    r.fail(join(prefix, name), "expected an array of strings");
+    return false;
+  }
+  std::vector<std::string> values;
+  for (std::size_t i = 0; i < array->size(); ++i) {
+    const auto* text = (*array)[i].as_string();
+    if (text == nullptr) {
+      r.fail(indexed(join(prefix, name), i), "expected a string");
+      return false;
+    }
+    values.push_back(text->get());
+  }
+  out = std::move(values);
+  return true;
+}
+
 void read_listeners(Reader& r, const toml::table& root, Config& config) {
   const auto listeners = r.tables(root, "", "listener");
   if (!r.failed() && listeners.empty()) {
     r.fail("listener", "at least one [[listener]] table is required");
   }
   for (const auto& [key, table] : listeners) {
-    r.check_keys(*table, key, {"address", "tls"});
+    r.check_keys(*table, key, {"address", "tls", "milters"});
     Listener listener;
     std::string address;
     if (r.string(*table, key, "address", address, Need::required)) {
@@ -332,6 +355,8 @@ void read_listeners(Reader& r, const toml::table& root, Config& config) {
         r.fail(key + ".tls", "expected one of none, may, encrypt, implicit");
       }
     }
+    // Endpoint syntax is checked where milters are built (milter::parse_milter_endpoint).
+    strings(r, *table, key, "milters", listener.milters);
     if (r.failed()) return;
     for (std::size_t i = 0; i < config.listeners.size(); ++i) {
       const Listener& other = config.listeners[i];
@@ -401,28 +426,6 @@ bool valid_network(std::string_view text) {
   const auto [end, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
   return !len_text.empty() && ec == std::errc() && end == len_text.data() + len_text.size() &&
          len <= (v6 ? 128u : 32u);
-}
-
-bool strings(Reader& r, const toml::table& table, const std::string& prefix, std::string_view name,
-             std::vector<std::string>& out) {
-  const toml::node* node = r.find(table, prefix, name, Need::optional);
-  if (node == nullptr) return false;
-  const toml::array* array = node->as_array();
-  if (array == nullptr) {
-    r.fail(join(prefix, name), "expected an array of strings");
-    return false;
-  }
-  std::vector<std::string> values;
-  for (std::size_t i = 0; i < array->size(); ++i) {
-    const auto* text = (*array)[i].as_string();
-    if (text == nullptr) {
-      r.fail(indexed(join(prefix, name), i), "expected a string");
-      return false;
-    }
-    values.push_back(text->get());
-  }
-  out = std::move(values);
-  return true;
 }
 
 // next_hop: "mx", "maildir", "smtp:[host]:port", "smtp:host:port", "smtp:host".

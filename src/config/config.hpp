@@ -25,6 +25,10 @@ struct Listener {
   std::string host;     // "127.0.0.1" or "::1" (brackets removed)
   std::uint16_t port = 0;
   TlsMode tls = TlsMode::may;
+  // Milters (Sendmail milter protocol 6) every message on this listener
+  // passes, in order, after mxgate's own checks: "unix:/path",
+  // "inet:port@host", "tcp:host:port".
+  std::vector<std::string> milters;
 };
 
 struct CertificatePair {

@@ -5,6 +5,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <chrono>
+#include <filesystem>
 
 #include "filter/attachment_policy.hpp"
 #include "filter/impersonation.hpp"
@@ -12,8 +13,42 @@
 #include "filter/phishing.hpp"
 #include "filter/reputation.hpp"
 #include "filter/spam_rules.hpp"
+#include "util/log.hpp"
 
 namespace mxgate::filter {
+
+namespace {
+
+// The text of a milter's "5xx x.y.z text" for our reply (whose codes are
+// fixed: 550 5.7.1 / 451 4.7.1), controls replaced; nothing when it is not
+// a reply of the wanted class.
+std::optional<std::string> milter_reply_text(const std::string& reply, char wanted_class) {
+  if (reply.size() < 5 || reply[0] != wanted_class || reply[3] != ' ') return std::nullopt;
+  std::string_view rest(reply);
+  rest.remove_prefix(4);
+  const auto space = rest.find(' ');
+  if (space != std::string_view::npos && rest.size() > 1 && rest[0] == wanted_class && rest[1] == '.')
+    rest.remove_prefix(space + 1);
+  std::string text;
+  for (const char c : rest) text += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
+  if (text.empty()) return std::nullopt;
+  return text;
+}
+
+}  // namespace
+
+void fold_milters(Verdict& verdict, const MilterOutcome& milters) {
+  if (milters.action <= verdict.action) return;
+  verdict.action = milters.action;
+  verdict.reason.clear();
+  if (milters.action == config::FilterAction::reject) {
+    verdict.reason = milter_reply_text(milters.reply, '5').value_or("Message refused by content policy");
+  } else if (milters.action == config::FilterAction::tempfail) {
+    verdict.reason = milter_reply_text(milters.reply, '4').value_or("Message deferred by content policy");
+  }
+  if (!verdict.rules.empty()) verdict.rules += ',';
+  verdict.rules += "MILTER(" + milters.decided_by + ")=" + std::string(config::to_string(milters.action));
+}
 
 Result<std::unique_ptr<Scanner>> Scanner::create(const config::Filter& policy, std::string authserv_id) {
   auto psl = sender_auth::PublicSuffixList::load();
@@ -50,8 +85,32 @@ ParsedMessage Scanner::parse(std::string_view content) const {
   return parse_mime(content, limits);
 }
 
+void Scanner::refresh_bayes() const {
+  const auto now = std::chrono::steady_clock::now();
+  if (bayes_checked_ != std::chrono::steady_clock::time_point{} && now - bayes_checked_ < kBayesRecheck) return;
+  bayes_checked_ = now;
+  if (bayes_ && !bayes_->changed()) return;
+  std::error_code ec;
+  if (!std::filesystem::exists(policy_.bayes_db, ec)) return;  // not trained yet
+  auto opened = open_bayes(policy_.bayes_db, false);
+  if (!opened) {
+    // Keep the old snapshot, if any; say why once.
+    if (opened.error() != bayes_problem_) log_line("filter: " + opened.error());
+    bayes_problem_ = opened.error();
+    return;
+  }
+  bayes_problem_.clear();
+  bayes_ = std::move(opened.value());
+  log_line("filter: Bayes store " + policy_.bayes_db.string() + ": " + std::to_string(bayes_->spam_messages()) +
+           " spam, " + std::to_string(bayes_->ham_messages()) + " ham, " + std::to_string(bayes_->token_count()) +
+           " tokens");
+}
+
 Findings Scanner::local_checks(std::string_view content, const ParsedMessage& message) const {
   Findings findings = check_spam_rules(content, message);
+  refresh_bayes();
+  if (bayes_) findings.merge(check_bayes(content, message, *bayes_, BayesOptions{policy_.bayes_min_spam,
+                                                                                   policy_.bayes_min_ham}));
   const ContentPolicy content_policy{policy_.protected_domains, policy_.protected_names};
   findings.merge(check_phishing(message, content_policy));
   findings.merge(check_impersonation(message, content_policy));
@@ -93,6 +152,54 @@ asio::awaitable<Findings> Scanner::scan_parts(const ParsedMessage& message) cons
   co_return findings;
 }
 
+asio::awaitable<MilterOutcome> Scanner::run_milters(std::string_view content, const ScanContext& context,
+                                                     Findings& findings) const {
+  MilterOutcome outcome;
+  if (context.milters == nullptr || context.milters->empty()) co_return outcome;
+  milter::MilterMessage message;
+  message.client_address = context.client_address;
+  message.client_port = context.client_port;
+  message.client_name = "[" + context.client_address + "]";
+  message.helo = context.helo;
+  message.sender = context.sender;
+  message.recipients = context.recipients;
+  message.content = std::string(content);
+  message.queue_id = context.queue_id;
+  message.our_hostname = authserv_id_;
+  using Action = milter::MilterResult::Action;
+  for (const milter::MilterEndpoint& endpoint : *context.milters) {
+    auto run = milter::run_milter(endpoint, message, policy_.time_budget);
+    const Result<milter::MilterResult> result = co_await std::move(run);
+    const std::string name = milter::to_string(endpoint);
+    if (!result) {
+      findings.fail("milter", result.error());
+      break;
+    }
+    config::FilterAction action = config::FilterAction::accept;
+    switch (result->action) {
+      case Action::accept: break;
+      case Action::reject: action = config::FilterAction::reject; break;
+      case Action::tempfail: action = config::FilterAction::tempfail; break;
+      case Action::discard:
+      case Action::quarantine: action = config::FilterAction::quarantine; break;
+    }
+    std::string note = name + "=" + std::string(config::to_string(action));
+    if (!result->reply.empty()) note += " (" + result->reply + ")";
+    if (!result->quarantine_reason.empty()) note += " (quarantine: " + result->quarantine_reason + ")";
+    for (const std::string& ignored : result->notes) note += " [" + ignored + "]";
+    outcome.notes.push_back(std::move(note));
+    for (const auto& change : result->header_changes) outcome.header_changes.push_back(change);
+    if (action > outcome.action) {
+      outcome.action = action;
+      outcome.reply = result->reply;
+      outcome.decided_by = name;
+    }
+    // A refusal or a hold ends the chain, as in Postfix.
+    if (action != config::FilterAction::accept) break;
+  }
+  co_return outcome;
+}
+
 asio::awaitable<Examination> Scanner::examine(std::string_view content, const ScanContext& context) const {
   using namespace asio::experimental::awaitable_operators;
   Examination out;
@@ -124,6 +231,9 @@ asio::awaitable<Examination> Scanner::examine(std::string_view content, const Sc
   } else {
     out.findings.fail("filter", "time budget of " + std::to_string(policy_.time_budget.count()) + " s spent");
   }
+  // The milters come last, as in Postfix after its own checks; each has the
+  // whole budget (their daemons keep their own timeouts too).
+  out.milters = co_await run_milters(content, context, out.findings);
   co_return out;
 }
 
@@ -131,6 +241,10 @@ asio::awaitable<ScanOutcome> Scanner::scan(std::string_view content, const ScanC
   Examination examination = co_await examine(content, context);
   ScanOutcome outcome;
   outcome.verdict = decide(examination.findings, policy_);
+  fold_milters(outcome.verdict, examination.milters);
+  outcome.header_changes = std::move(examination.milters.header_changes);
+  for (const std::string& note : examination.milters.notes)
+    outcome.milter_log += (outcome.milter_log.empty() ? "" : " ") + note;
   if (examination.authentication)
     outcome.header_fields =
         sender_auth::authentication_results_field(authserv_id_, *examination.authentication);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 
 #include "config/config.hpp"
 #include "dns/resolver.hpp"
+#include "filter/bayes.hpp"
 #include "filter/clamd_client.hpp"
 #include "filter/finding.hpp"
 #include "filter/parsed_message.hpp"
@@ -27,10 +29,23 @@
 
 namespace mxgate::filter {
 
+// What the listener's milters said, folded into the verdict: the most
+// severe answer counts (reject, then quarantine, then tempfail; discard is
+// kept as quarantine: mxgate never drops accepted mail silently), and their
+// header changes apply to mail that is delivered or held.
+struct MilterOutcome {
+  config::FilterAction action = config::FilterAction::accept;
+  std::string reply;       // the deciding milter's own "5xx x.y.z text", if it gave one
+  std::string decided_by;  // its endpoint
+  std::vector<milter::HeaderChange> header_changes;
+  std::vector<std::string> notes;  // for the log: what each milter said
+};
+
 // What the scan found, before the policy decides.
 struct Examination {
   Findings findings;
   std::optional<sender_auth::AuthenticationResults> authentication;
+  MilterOutcome milters;
 };
 
 struct ScanOutcome {
@@ -38,7 +53,13 @@ struct ScanOutcome {
   // Header fields to add below our Received field (CRLF-terminated):
   // Authentication-Results when sender authentication ran, then the verdict.
   std::string header_fields;
+  std::vector<milter::HeaderChange> header_changes;  // the milters', in order
+  std::string milter_log;                            // empty when no milter ran
 };
+
+// Raises the verdict to what the milters said when that is more severe;
+// a milter's own reply text replaces ours.  Pure.
+void fold_milters(Verdict& verdict, const MilterOutcome& milters);
 
 class Scanner {
  public:
@@ -71,12 +92,23 @@ class Scanner {
       : policy_(policy), authserv_id_(std::move(authserv_id)), psl_(std::move(psl)) {}
 
   asio::awaitable<Findings> scan_parts(const ParsedMessage& message) const;
+  asio::awaitable<MilterOutcome> run_milters(std::string_view content, const ScanContext& context,
+                                             Findings& findings) const;
+  // Opens the Bayes store when it appears and reopens it when `mxgate
+  // learn` changed it, at most once per kBayesRecheck.
+  void refresh_bayes() const;
+  static constexpr std::chrono::seconds kBayesRecheck{60};
 
   config::Filter policy_;
   std::string authserv_id_;
   sender_auth::PublicSuffixList psl_;
   std::optional<ClamdEndpoint> clamd_;
   dns::Resolver* resolver_ = nullptr;
+  // The classifier's snapshot; absent until the store exists.  Mutable: a
+  // cache refreshed from the file, not state of the scan.
+  mutable std::unique_ptr<BayesStore> bayes_;
+  mutable std::chrono::steady_clock::time_point bayes_checked_{};
+  mutable std::string bayes_problem_;  // the last open error, logged once
 };
 
 }  // namespace mxgate::filter

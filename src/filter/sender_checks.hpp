@@ -16,6 +16,7 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "dns/resolver.hpp"
 #include "filter/finding.hpp"
 #include "filter/parsed_message.hpp"
+#include "milter/client.hpp"
 #include "sender_auth/authentication_results.hpp"
 #include "sender_auth/dmarc.hpp"
 
@@ -31,9 +33,15 @@ namespace mxgate::filter {
 // Who sent the message, as the SMTP session saw it.
 struct ScanContext {
   std::string client_address;  // empty: no sender authentication (e.g. `mxgate check` without --client)
+  std::uint16_t client_port = 0;
   std::string helo;
-  std::string sender;         // MAIL FROM without <>; empty for the null sender
+  std::string sender;  // MAIL FROM without <>; empty for the null sender
+  std::vector<std::string> recipients;
+  std::string queue_id;
   bool relay_client = false;  // inside relay_networks
+  // The listener's milters, run in order after mxgate's own checks; null or
+  // empty: none.  Owned by the server.
+  const std::vector<milter::MilterEndpoint>* milters = nullptr;
 };
 
 struct SenderCheck {

@@ -38,6 +38,7 @@ Connection::Connection(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoi
       socket_(std::move(socket)),
       deadline_(socket_.get_executor()),
       peer_(peer.address().to_string() + ":" + std::to_string(peer.port())),
+      peer_port_(peer.port()),
       client_ip_(client_address(peer).to_string()),
       session_(host.session_settings(listener), host.session_environment(), client_ip_),
       read_buffer_(new char[kReadBufferSize]) {
@@ -113,11 +114,19 @@ asio::awaitable<void> Connection::finish_message() {
   context.helo = session_.helo();
   context.sender = session_.envelope().sender;
   context.relay_client = session_.relay_client();
+  context.client_port = peer_port_;
+  context.recipients = session_.envelope().recipients;
+  context.queue_id = session_.envelope().id;
+  context.milters = &host_.milters(listener_);
   const filter::ScanOutcome outcome = co_await scanner->scan(session_.content(), context);
   const filter::Verdict& verdict = outcome.verdict;
   const auto& policy = scanner->policy();
   // RFC 8601 section 5: fields that claim our authserv-id came from outside.
   session_.erase_content(sender_auth::our_authentication_results(session_.content(), scanner->authserv_id()));
+  if (!outcome.milter_log.empty())
+    log_line("filter: " + session_.envelope().id + ": milters " + outcome.milter_log);
+  if (!outcome.header_changes.empty())
+    session_.replace_content(milter::apply_header_changes(session_.content(), outcome.header_changes));
   log_line("filter: " + session_.envelope().id + ": client=" + peer_ + " from=<" + session_.envelope().sender +
            "> " + filter::describe(verdict, policy));
   using config::FilterAction;

@@ -60,6 +60,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point shutdown_deadline_ = Clock::time_point::max();
   bool shutting_down_ = false;
   std::string peer_;  // "ip:port" for logs
+  std::uint16_t peer_port_ = 0;
   std::string client_ip_;
   std::string tls_failure_;
   smtp::Session session_;

@@ -6,6 +6,7 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/ssl/context.hpp>
 #include <string>
+#include <vector>
 
 #include "filter/scanner.hpp"
 #include "queue/envelope.hpp"
@@ -30,6 +31,8 @@ class ConnectionHost {
 
   // The content filter, or null when filtering is off.
   virtual const filter::Scanner* scanner() const = 0;
+  // The listener's milters, parsed ([[listener]] milters).
+  virtual const std::vector<milter::MilterEndpoint>& milters(const config::Listener& listener) = 0;
   // Holds a message in the quarantine, durably like store().
   virtual asio::awaitable<bool> quarantine(const queue::Envelope& envelope, const std::string& content) = 0;
 

@@ -33,6 +33,19 @@ Server::Server(asio::io_context& io, const config::Config& config, std::shared_p
 Server::~Server() = default;
 
 Result<void> Server::bind() {
+  milters_.clear();
+  for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
+    std::vector<milter::MilterEndpoint> endpoints;
+    for (std::size_t j = 0; j < config_.listeners[i].milters.size(); ++j) {
+      auto endpoint = milter::parse_milter_endpoint(config_.listeners[i].milters[j]);
+      if (!endpoint) {
+        return make_error("listener[" + std::to_string(i) + "].milters[" + std::to_string(j) + "]: " +
+                          endpoint.error());
+      }
+      endpoints.push_back(std::move(endpoint.value()));
+    }
+    milters_.push_back(std::move(endpoints));
+  }
   for (const auto& listener : config_.listeners) {
     asio::error_code ec;
     const auto address = asio::ip::make_address(listener.host, ec);
@@ -81,6 +94,13 @@ const smtp::SessionSettings& Server::session_settings(const config::Listener& li
   for (std::size_t i = 0; i < config_.listeners.size(); ++i)
     if (&config_.listeners[i] == &listener) return settings_[i];
   return settings_.front();
+}
+
+const std::vector<milter::MilterEndpoint>& Server::milters(const config::Listener& listener) {
+  for (std::size_t i = 0; i < config_.listeners.size() && i < milters_.size(); ++i)
+    if (&config_.listeners[i] == &listener) return milters_[i];
+  static const std::vector<milter::MilterEndpoint> kNone;
+  return kNone;
 }
 
 void Server::attach(Connection* connection) { connections_.insert(connection); }

@@ -32,7 +32,7 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
          queue::SpoolWriter& writer, std::function<void(const std::string&)> on_stored);
   ~Server() override;
 
-  // Opens every listener; the error names the listener that failed.
+  // Opens every listener; the error names the listener (or milter) that failed.
   Result<void> bind();
   // Starts accepting and handling SIGTERM/SIGINT; returns at once.
   void start();
@@ -54,6 +54,7 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   asio::ssl::context& tls_context() override { return *tls_; }
   asio::awaitable<bool> store(const queue::Envelope& envelope, const std::string& content) override;
   const filter::Scanner* scanner() const override { return scanner_; }
+  const std::vector<milter::MilterEndpoint>& milters(const config::Listener& listener) override;
   asio::awaitable<bool> quarantine(const queue::Envelope& envelope, const std::string& content) override;
   void attach(Connection* connection) override;
   void detach(Connection* connection) override;
@@ -82,6 +83,7 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   asio::signal_set signals_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<smtp::SessionSettings> settings_;  // one per listener, same order
+  std::vector<std::vector<milter::MilterEndpoint>> milters_;  // one list per listener, same order
   std::set<Connection*> connections_;
   ClientLimits client_limits_;
   bool shutting_down_ = false;

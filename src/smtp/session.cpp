@@ -618,7 +618,13 @@ void Session::erase_content(const std::vector<std::pair<std::size_t, std::size_t
 }
 
 void Session::replace_content(std::string content) {
-  if (content.compare(0, header_size_, content_, 0, header_size_) != 0) return;  // our Received must stay
+  // Our Received field must survive unchanged; a milter may insert fields
+  // above it (Sendmail and Postfix let it), so look for it.
+  const std::string_view received(content_.data(), header_size_);
+  const auto end_of_headers = content.find("\r\n\r\n");
+  const auto at = std::string_view(content).substr(0, end_of_headers).find(received);
+  if (header_size_ > 0 && at == std::string_view::npos) return;
+  header_size_ = (at == std::string_view::npos ? 0 : at) + received.size();
   content_ = std::move(content);
 }
 

@@ -89,8 +89,9 @@ class Session {
   // content are ignored.
   void erase_content(const std::vector<std::pair<std::size_t, std::size_t>>& ranges);
   // Replaces the content with an edited copy (the content filter's subject
-  // tag, a milter's header changes); before store only.  The edit must keep
-  // our Received field first and unchanged.
+  // tag, a milter's header changes); before store only.  Our Received field
+  // must be in the new header block unchanged (fields may come above it);
+  // otherwise the edit is ignored.
   void replace_content(std::string content);
   // The client may relay (relay_networks): our own systems.
   bool relay_client() const { return relay_client_; }

@@ -1394,3 +1394,27 @@ TEST(SessionMessageRate, OverTheRateMailIsTemporarilyRefused) {
 
 }  // namespace
 }  // namespace mxgate::smtp
+
+namespace mxgate::smtp {
+namespace {
+
+TEST(SessionFilterOutcome, ReplaceContentKeepsOurReceivedFieldWhereverItMoved) {
+  FixedEnvironment env;
+  Session s(make_settings(), env, "192.0.2.7");
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n"
+            "Subject: hi\r\n\r\nbody\r\n.\r\n");
+  ASSERT_EQ(s.advance().next, Next::store);
+  const std::string original = s.content();
+  const std::string received = original.substr(0, original.find("Subject: hi"));
+  // A milter inserted a field at the top: accepted, and later fields still go below our Received.
+  s.replace_content("DKIM-Signature: x\r\n" + original);
+  s.add_header_fields("X-Verdict: ok\r\n");
+  EXPECT_EQ(s.content(), "DKIM-Signature: x\r\n" + received + "X-Verdict: ok\r\nSubject: hi\r\n\r\nbody\r\n");
+  // An edit that lost our Received field is ignored.
+  const std::string before = s.content();
+  s.replace_content("Subject: hi\r\n\r\nbody\r\n");
+  EXPECT_EQ(s.content(), before);
+}
+
+}  // namespace
+}  // namespace mxgate::smtp
