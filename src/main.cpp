@@ -378,6 +378,20 @@ int learn_command(const std::vector<std::string_view>& args, const std::string& 
   limits.max_decoded_bytes = config->filter.max_decoded_size;
   auto summary = mxgate::filter::learn_messages(*store.value(), spam, files, limits);
   if (!summary) return fail(summary.error());
+  store.value().reset();  // closes the database (and checkpoints its WAL) before the chown below
+  // Learning as root must not leave files the gateway's user cannot open
+  // (a WAL reader writes the -shm file).
+  if (::geteuid() == 0 && !config->user.empty()) {
+    std::vector<std::filesystem::path> owned;
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      std::filesystem::path file = config->filter.bayes_db;
+      file += suffix;
+      std::error_code ec;
+      if (std::filesystem::exists(file, ec)) owned.push_back(file);
+    }
+    if (auto given = mxgate::server::give_to_user(config->user, owned); !given)
+      return fail("learn: " + given.error());
+  }
   std::printf("learned %zu as %s (%zu already known); the store holds %zu spam and %zu ham\n", summary->learned,
               spam ? "spam" : "ham", summary->skipped, summary->spam_total, summary->ham_total);
   return 0;

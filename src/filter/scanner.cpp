@@ -1,5 +1,7 @@
 #include "filter/scanner.hpp"
 
+#include <sys/stat.h>
+
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -89,9 +91,11 @@ void Scanner::refresh_bayes() const {
   const auto now = std::chrono::steady_clock::now();
   if (bayes_checked_ != std::chrono::steady_clock::time_point{} && now - bayes_checked_ < kBayesRecheck) return;
   bayes_checked_ = now;
-  if (bayes_ && !bayes_->changed()) return;
-  std::error_code ec;
-  if (!std::filesystem::exists(policy_.bayes_db, ec)) return;  // not trained yet
+  struct stat st {};
+  if (::stat(policy_.bayes_db.c_str(), &st) != 0) return;  // not trained yet
+  // SQLite's data_version sees commits to the file it has open; a file
+  // replaced (deleted and learned afresh) shows as a new inode.
+  if (bayes_ && !bayes_->changed() && static_cast<std::uint64_t>(st.st_ino) == bayes_inode_) return;
   auto opened = open_bayes(policy_.bayes_db, false);
   if (!opened) {
     // Keep the old snapshot, if any; say why once.
@@ -101,6 +105,7 @@ void Scanner::refresh_bayes() const {
   }
   bayes_problem_.clear();
   bayes_ = std::move(opened.value());
+  bayes_inode_ = static_cast<std::uint64_t>(st.st_ino);
   log_line("filter: Bayes store " + policy_.bayes_db.string() + ": " + std::to_string(bayes_->spam_messages()) +
            " spam, " + std::to_string(bayes_->ham_messages()) + " ham, " + std::to_string(bayes_->token_count()) +
            " tokens");

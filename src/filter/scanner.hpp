@@ -109,6 +109,7 @@ class Scanner {
   mutable std::unique_ptr<BayesStore> bayes_;
   mutable std::chrono::steady_clock::time_point bayes_checked_{};
   mutable std::string bayes_problem_;  // the last open error, logged once
+  mutable std::uint64_t bayes_inode_ = 0;  // a store replaced by a new file is reopened too
 };
 
 }  // namespace mxgate::filter

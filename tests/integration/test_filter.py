@@ -265,6 +265,30 @@ class FilterTest(unittest.TestCase):
         self.assertTrue(delivered.filter_headers["X-Spam-Status"].startswith("Yes, score=1000.0 required=5.0"))
         self.assertIn(b"Subject: [SPAM] gtube", delivered.content)
 
+    def test_bayes_trained_with_mxgate_learn_flags_spam_and_passes_ham(self):
+        server = self.gateway(bayes_db="bayes.sqlite", bayes_min_spam=20, bayes_min_ham=20,
+                              actions={"spam": "quarantine"})
+        d = Path(tempfile.mkdtemp(prefix="mxgate-learn-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        spam_words = ["casino", "jackpot", "pills", "discount", "winner", "bitcoin", "unsubscribe", "lottery"]
+        ham_words = ["agenda", "meeting", "project", "review", "minutes", "deadline", "budget", "colleagues"]
+        spam_files, ham_files = [], []
+        for i in range(30):
+            for kind, words, files in (("spam", spam_words, spam_files), ("ham", ham_words, ham_files)):
+                path = d / f"{kind}{i}.eml"
+                body = " ".join(words[(i + k) % len(words)] for k in range(12)) + f" item{i}\n"
+                path.write_bytes(message(f"{words[i % len(words)]} {i}", body=body))
+                files.append(str(path))
+        for flag, files in (("--spam", spam_files), ("--ham", ham_files)):
+            out = run([str(BINARY), "learn", flag, *files, "--config", str(server.config_path)], text=True)
+            self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("the store holds 30 spam and 30 ham", out.stdout)
+        self.assert_held(server, message("winner", body="casino jackpot lottery winner pills discount\n"),
+                         "BAYES_")
+        server.wait_for_log(r"filter: Bayes store \S+: 30 spam, 30 ham")
+        delivered = self.assert_delivered(server, message("minutes", body="meeting agenda budget review\n"))
+        self.assertIn("BAYES_", delivered.filter_headers["X-mxgate-Verdict"])
+
     # ---- phishing and impersonation
 
     def test_lookalike_domain_phishing_is_refused_and_its_twin_passes(self):
