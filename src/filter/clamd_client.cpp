@@ -2,6 +2,8 @@
 // and framer, then the coroutine shell around them.
 #include "filter/clamd_client.hpp"
 
+#include "util/deadline_socket.hpp"
+
 #include <algorithm>
 #include <asio/buffer.hpp>
 #include <asio/generic/stream_protocol.hpp>
@@ -223,71 +225,23 @@ ClamdInstreamFramer::Piece ClamdInstreamFramer::next() {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-using Socket = asio::generic::stream_protocol::socket;
-
-// What the deadline's timer handler shares with the coroutine.  The handler
-// may run after the coroutine has ended (its success already queued when
-// the reply arrived), so it holds the state alive itself.
-struct SharedState {
-  explicit SharedState(const asio::any_io_executor& executor) : socket(executor), timer(executor) {}
-  Socket socket;
-  asio::steady_timer timer;
-  bool expired = false;
-  // Replies are short.  Kept off the coroutine frame: GCC 12 gives a false
-  // -Wmismatched-new-delete on frames larger than Asio's frame recycling
-  // serves (255 chunks of 4 bytes), which it allocates with aligned_alloc.
-  std::array<char, 512> buffer{};
-};
-
-Result<asio::generic::stream_protocol::endpoint> socket_address(const ClamdEndpoint& endpoint) {
-  if (endpoint.kind == ClamdEndpoint::Kind::unix_socket) {
-    // asio::local's endpoint throws on an overlong path: check first.
-    if (endpoint.path.empty() || endpoint.path.size() > kMaxUnixPath ||
-        endpoint.path.find('\0') != std::string::npos)
-      return make_error("clamd endpoint " + quoted(to_string(endpoint)) + ": bad socket path");
-    return asio::generic::stream_protocol::endpoint(asio::local::stream_protocol::endpoint(endpoint.path));
-  }
-  asio::error_code ec;
-  const auto address = asio::ip::make_address(endpoint.host, ec);
-  if (ec || endpoint.port == 0)
-    return make_error("clamd endpoint " + quoted(to_string(endpoint)) + ": not an IP address and port");
-  return asio::generic::stream_protocol::endpoint(asio::ip::tcp::endpoint(address, endpoint.port));
-}
-
 // One connection to clamd under one deadline: connect, write, read one reply.
+// Replies are short: a 512-byte read buffer (util/deadline_socket.hpp).
 class Exchange {
  public:
   Exchange(const asio::any_io_executor& executor, const ClamdEndpoint& endpoint,
            std::chrono::milliseconds timeout)
-      : state_(std::make_shared<SharedState>(executor)), name_(to_string(endpoint)), timeout_(timeout) {
-    state_->timer.expires_after(timeout);
-    state_->timer.async_wait([state = state_](const asio::error_code& ec) {
-      if (ec) return;
-      state->expired = true;
-      asio::error_code ignored;
-      state->socket.close(ignored);
-    });
-  }
-  ~Exchange() {
-    state_->timer.cancel();
-    asio::error_code ignored;
-    state_->socket.close(ignored);
-  }
-  Exchange(const Exchange&) = delete;
-  Exchange& operator=(const Exchange&) = delete;
+      : socket_(executor, std::chrono::steady_clock::now() + timeout), name_(to_string(endpoint)), timeout_(timeout) {}
 
   const std::string& name() const { return name_; }
 
   asio::awaitable<Result<void>> connect(const ClamdEndpoint& endpoint) {
-    auto address = socket_address(endpoint);
+    auto address = stream_endpoint(endpoint.kind == ClamdEndpoint::Kind::unix_socket, endpoint.path, endpoint.host,
+                                   endpoint.port, "clamd endpoint " + quoted(to_string(endpoint)));
     if (!address) co_return Error{address.error()};
-    asio::error_code ec;
-    co_await state_->socket.async_connect(*address, asio::redirect_error(asio::use_awaitable, ec));
-    if (state_->expired) co_return timed_out("connecting");
+    const asio::error_code ec = co_await socket_.connect(*address);
+    if (socket_.expired()) co_return timed_out("connecting");
     if (ec) co_return make_error("connect to clamd " + name_ + " failed: " + ec.message());
-    if (endpoint.kind == ClamdEndpoint::Kind::tcp)
-      state_->socket.set_option(asio::ip::tcp::no_delay(true), ec);
     co_return Result<void>{};
   }
 
@@ -296,21 +250,17 @@ class Exchange {
                                           std::string_view suffix) {
     const std::array<asio::const_buffer, 3> buffers{asio::buffer(prefix), asio::buffer(payload),
                                                     asio::buffer(suffix)};
-    asio::error_code ec;
-    co_await asio::async_write(state_->socket, buffers, asio::redirect_error(asio::use_awaitable, ec));
-    co_return ec;
+    co_return co_await socket_.write(buffers);
   }
 
   // Reads one NUL-terminated reply (without its NUL).
   asio::awaitable<Result<std::string>> read_reply() {
     ClamdReplyReader reader;
     while (reader.state() == ClamdReplyReader::State::need_more) {
-      asio::error_code ec;
-      const std::size_t n = co_await state_->socket.async_read_some(
-          asio::buffer(state_->buffer), asio::redirect_error(asio::use_awaitable, ec));
-      reader.feed(std::string_view(state_->buffer.data(), n));
+      const auto [bytes, ec] = co_await socket_.read_some();
+      reader.feed(bytes);
       if (reader.state() != ClamdReplyReader::State::need_more) break;
-      if (state_->expired) co_return timed_out("waiting for the reply");
+      if (socket_.expired()) co_return timed_out("waiting for the reply");
       if (ec == asio::error::eof) {
         reader.feed_eof();
       } else if (ec) {
@@ -324,9 +274,9 @@ class Exchange {
   // A write failed: clamd may have answered and closed (its size limit), so
   // its reply is read if it is there; otherwise the write's error.
   asio::awaitable<Result<std::string>> reply_after_write_error(const asio::error_code& write_error) {
-    if (state_->expired) co_return timed_out("sending");
+    if (socket_.expired()) co_return timed_out("sending");
     auto reply = co_await read_reply();
-    if (reply || state_->expired) co_return reply;
+    if (reply || socket_.expired()) co_return reply;
     co_return make_error("clamd " + name_ + " closed the connection while sending: " + write_error.message());
   }
 
@@ -336,7 +286,7 @@ class Exchange {
   }
 
  private:
-  std::shared_ptr<SharedState> state_;
+  DeadlineSocket<512> socket_;
   std::string name_;
   std::chrono::milliseconds timeout_;
 };

@@ -37,6 +37,7 @@
 #include <string>
 #include <string_view>
 
+#include "util/deadline_socket.hpp"
 #include "util/result.hpp"
 
 namespace mxgate::filter {
@@ -49,7 +50,7 @@ struct ClamdEndpoint {
 };
 
 // The longest Unix socket path (struct sockaddr_un's sun_path less its NUL).
-inline constexpr std::size_t kMaxUnixPath = 107;
+inline constexpr std::size_t kMaxUnixPath = kMaxUnixSocketPath;
 
 // "unix:/run/clamav/clamd.ctl" or "tcp:127.0.0.1:3310" / "tcp:[::1]:3310".
 // A unix path must be absolute and fit sun_path; a tcp host must be an IP

@@ -2,6 +2,8 @@
 // the coroutine shell around MilterSession.
 #include "milter/client.hpp"
 
+#include "util/deadline_socket.hpp"
+
 #include <algorithm>
 #include <array>
 #include <asio/buffer.hpp>
@@ -193,108 +195,40 @@ std::string apply_header_changes(std::string_view content, const std::vector<Hea
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using Socket = asio::generic::stream_protocol::socket;
 
-// What the deadline's timer handler shares with the coroutine.  The handler
-// may run after the coroutine has ended, so it holds the state alive itself.
-// The read buffer lives here too, off the coroutine frame (see the same note
-// in src/filter/clamd_client.cpp on GCC 12 and large frames).
-struct SharedState {
-  explicit SharedState(const asio::any_io_executor& executor) : socket(executor), timer(executor) {}
-  Socket socket;
-  asio::steady_timer timer;
-  Clock::time_point deadline;
-  bool expired = false;
-  bool finished = false;
-  std::array<char, std::size_t{16} << 10> buffer{};
-};
-
-// Waits for the deadline; one that moved later re-arms the timer.
-void watch(const std::shared_ptr<SharedState>& state) {
-  state->timer.expires_at(state->deadline);
-  state->timer.async_wait([state](const asio::error_code& ec) {
-    if (ec || state->finished) return;
-    if (Clock::now() < state->deadline) {
-      watch(state);
-      return;
-    }
-    state->expired = true;
-    asio::error_code ignored;
-    state->socket.close(ignored);
-  });
-}
-
-Result<asio::generic::stream_protocol::endpoint> socket_address(const MilterEndpoint& endpoint) {
-  if (endpoint.kind == MilterEndpoint::Kind::unix_socket) {
-    // asio::local's endpoint throws on an overlong path: check first.
-    if (endpoint.path.empty() || endpoint.path.size() > kMaxUnixPath ||
-        endpoint.path.find('\0') != std::string::npos)
-      return make_error("milter endpoint " + quote_text(to_string(endpoint)) + ": bad socket path");
-    return asio::generic::stream_protocol::endpoint(asio::local::stream_protocol::endpoint(endpoint.path));
-  }
-  asio::error_code ec;
-  const auto address = asio::ip::make_address(endpoint.host, ec);
-  if (ec || endpoint.port == 0)
-    return make_error("milter endpoint " + quote_text(to_string(endpoint)) + ": not an IP address and port");
-  return asio::generic::stream_protocol::endpoint(asio::ip::tcp::endpoint(address, endpoint.port));
-}
-
-// Owns the socket and the deadline of one conversation.
+// Owns the socket and the deadline of one conversation (util/deadline_socket.hpp).
 class Connection {
  public:
   Connection(const asio::any_io_executor& executor, const MilterEndpoint& endpoint,
              std::chrono::milliseconds timeout)
-      : state_(std::make_shared<SharedState>(executor)),
-        name_("milter " + to_string(endpoint)),
-        start_(Clock::now()),
-        timeout_(timeout) {
-    state_->deadline = start_ + timeout;
-    watch(state_);
-  }
-  ~Connection() {
-    state_->finished = true;
-    state_->timer.cancel();
-    asio::error_code ignored;
-    state_->socket.close(ignored);
-  }
-  Connection(const Connection&) = delete;
-  Connection& operator=(const Connection&) = delete;
+      : start_(Clock::now()), socket_(executor, start_ + timeout), name_("milter " + to_string(endpoint)),
+        timeout_(timeout) {}
 
   const std::string& name() const { return name_; }
-  bool expired() const { return state_->expired; }
+  bool expired() const { return socket_.expired(); }
 
   // SMFIR_PROGRESS came: timeout from now, within the cap.
   void extend() {
     const Clock::time_point cap = start_ + kMaxTimeoutsWithProgress * timeout_;
-    state_->deadline = std::max(state_->deadline, std::min(Clock::now() + timeout_, cap));
+    socket_.set_deadline(std::max(socket_.deadline(), std::min(Clock::now() + timeout_, cap)));
   }
 
   asio::awaitable<Result<void>> connect(const MilterEndpoint& endpoint) {
-    auto address = socket_address(endpoint);
+    auto address = stream_endpoint(endpoint.kind == MilterEndpoint::Kind::unix_socket, endpoint.path, endpoint.host,
+                                   endpoint.port, "milter endpoint " + quote_text(to_string(endpoint)));
     if (!address) co_return Error{address.error()};
-    asio::error_code ec;
-    co_await state_->socket.async_connect(*address, asio::redirect_error(asio::use_awaitable, ec));
-    if (state_->expired) co_return timed_out("connecting");
+    const asio::error_code ec = co_await socket_.connect(*address);
+    if (socket_.expired()) co_return timed_out("connecting");
     if (ec) co_return make_error("connect to " + name_ + " failed: " + ec.message());
-    if (endpoint.kind == MilterEndpoint::Kind::tcp)
-      state_->socket.set_option(asio::ip::tcp::no_delay(true), ec);
     co_return Result<void>{};
   }
 
   asio::awaitable<asio::error_code> write(std::string_view bytes) {
-    asio::error_code ec;
-    co_await asio::async_write(state_->socket, asio::buffer(bytes),
-                               asio::redirect_error(asio::use_awaitable, ec));
-    co_return ec;
+    co_return co_await socket_.write(asio::buffer(bytes));
   }
 
   // Some bytes, or an error (eof included).
-  asio::awaitable<std::pair<std::string_view, asio::error_code>> read() {
-    asio::error_code ec;
-    const std::size_t n = co_await state_->socket.async_read_some(
-        asio::buffer(state_->buffer), asio::redirect_error(asio::use_awaitable, ec));
-    co_return std::pair{std::string_view(state_->buffer.data(), n), ec};
-  }
+  asio::awaitable<std::pair<std::string_view, asio::error_code>> read() { return socket_.read_some(); }
 
   Error timed_out(std::string_view phase) const {
     return make_error(name_ + " timed out after " + std::to_string(timeout_.count()) + " ms while " +
@@ -302,9 +236,9 @@ class Connection {
   }
 
  private:
-  std::shared_ptr<SharedState> state_;
-  std::string name_;
   Clock::time_point start_;
+  DeadlineSocket<std::size_t{16} << 10> socket_;
+  std::string name_;
   std::chrono::milliseconds timeout_;
 };
 
@@ -316,7 +250,7 @@ asio::awaitable<Result<MilterResult>> run_milter(const MilterEndpoint& endpoint,
   if (auto connected = co_await connection.connect(endpoint); !connected) co_return Error{connected.error()};
 
   // On the heap: a coroutine frame this large draws GCC 12's false
-  // -Wmismatched-new-delete (see the note on SharedState).
+  // -Wmismatched-new-delete (see util/deadline_socket.hpp).
   const auto core = std::make_unique<MilterSession>(message);
   MilterSession& session = *core;
   for (;;) {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "milter/session.hpp"
+#include "util/deadline_socket.hpp"
 #include "util/result.hpp"
 
 namespace mxgate::milter {
@@ -38,7 +39,7 @@ struct MilterEndpoint {
 };
 
 // The longest Unix socket path (struct sockaddr_un's sun_path less its NUL).
-inline constexpr std::size_t kMaxUnixPath = 107;
+inline constexpr std::size_t kMaxUnixPath = kMaxUnixSocketPath;
 
 // The forms operators copy from Sendmail and Postfix configurations:
 //   "unix:/run/x.sock", "local:/run/x.sock"    (Postfix and Sendmail)
