@@ -3,6 +3,7 @@
 #include "filter/clamd_client.hpp"
 
 #include "util/deadline_socket.hpp"
+#include "util/quoted.hpp"
 
 #include <algorithm>
 #include <asio/buffer.hpp>
@@ -23,34 +24,6 @@
 namespace mxgate::filter {
 namespace {
 
-// clamd's text inside our error messages is cut to this many bytes.
-constexpr std::size_t kMaxQuoted = 200;
-
-// One printable line: \" \\ and \xNN for anything outside 0x20..0x7e; cut
-// at kMaxQuoted input bytes with "..." after.
-std::string escaped(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  const std::size_t n = std::min(text.size(), kMaxQuoted);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    }
-  }
-  if (text.size() > n) out += "...";
-  return out;
-}
-
-std::string quoted(std::string_view text) { return "\"" + escaped(text) + "\""; }
-
 bool printable(std::string_view text) {
   return std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
@@ -59,15 +32,6 @@ Error unexpected_reply(std::string_view reply) {
   return make_error("unexpected clamd reply: " + quoted(reply));
 }
 
-Result<std::uint16_t> parse_port(std::string_view text) {
-  if (text.empty() || text.size() > 5 ||
-      !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    return make_error("the port must be a number 1..65535");
-  unsigned value = 0;
-  std::from_chars(text.data(), text.data() + text.size(), value);
-  if (value == 0 || value > 65535) return make_error("the port must be a number 1..65535");
-  return static_cast<std::uint16_t>(value);
-}
 
 }  // namespace
 
@@ -106,7 +70,7 @@ Result<ClamdEndpoint> parse_clamd_endpoint(std::string_view text) {
     if (!after.starts_with(":")) return bad("no \":port\" after the address");
     port = after.substr(1);
     const auto address = asio::ip::make_address_v6(std::string(host), ec);
-    if (ec) return bad("\"" + escaped(host) + "\" is not an IPv6 address");
+    if (ec) return bad(quoted(host) + " is not an IPv6 address");
     canonical = address.to_string();
   } else {
     const std::size_t colon = rest.rfind(':');
@@ -116,7 +80,7 @@ Result<ClamdEndpoint> parse_clamd_endpoint(std::string_view text) {
     if (host.find(':') != std::string_view::npos)
       return bad("an IPv6 address must be in brackets: tcp:[::1]:3310");
     const auto address = asio::ip::make_address_v4(std::string(host), ec);
-    if (ec) return bad("\"" + escaped(host) + "\" is not an IPv4 address (names are not looked up)");
+    if (ec) return bad(quoted(host) + " is not an IPv4 address (names are not looked up)");
     canonical = address.to_string();
   }
   auto number = parse_port(port);

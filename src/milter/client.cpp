@@ -22,16 +22,6 @@
 namespace mxgate::milter {
 namespace {
 
-Result<std::uint16_t> parse_port(std::string_view text) {
-  if (text.empty() || text.size() > 5 ||
-      !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    return make_error("the port must be a number 1..65535");
-  unsigned value = 0;
-  std::from_chars(text.data(), text.data() + text.size(), value);
-  if (value == 0 || value > 65535) return make_error("the port must be a number 1..65535");
-  return static_cast<std::uint16_t>(value);
-}
-
 // An IP literal (IPv6 with or without brackets) or "localhost", canonical.
 Result<std::string> parse_host(std::string_view host, bool v6_default) {
   if (host == "localhost") return std::string(v6_default ? "::1" : "127.0.0.1");

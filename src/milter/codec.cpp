@@ -2,6 +2,8 @@
 // decoder and the reply decoder.
 #include "milter/codec.hpp"
 
+#include "util/quoted.hpp"
+
 #include <algorithm>
 #include <cstring>
 
@@ -210,27 +212,7 @@ std::string reply_name(char reply) {
   }
 }
 
-std::string quote_text(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  const std::size_t n = std::min(text.size(), kMaxQuoted);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    }
-  }
-  out += '"';
-  if (text.size() > n) out += "...";
-  return out;
-}
+std::string quote_text(std::string_view text) { return quoted(text); }
 
 // ---------------------------------------------------------------------------
 // Encoders

@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "util/quoted.hpp"
 #include "util/result.hpp"
 
 namespace mxgate::milter {
@@ -147,7 +148,7 @@ std::string reply_name(char reply);
 // Text from a milter or a message inside our messages: in double quotes,
 // with \" \\ and \xNN for anything outside 0x20..0x7e, cut after
 // kMaxQuoted input bytes with "..." after.
-inline constexpr std::size_t kMaxQuoted = 200;
+inline constexpr std::size_t kMaxQuoted = kMaxQuotedBytes;
 std::string quote_text(std::string_view text);
 
 // ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 // timer at once (a single-threaded io_context or a strand).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
@@ -24,6 +25,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -37,6 +39,16 @@ namespace mxgate {
 
 // The longest Unix socket path (struct sockaddr_un's sun_path less its NUL).
 inline constexpr std::size_t kMaxUnixSocketPath = 107;
+
+// A decimal port 1..65535 as written in an endpoint ("tcp:host:PORT").
+inline Result<std::uint16_t> parse_port(std::string_view text) {
+  unsigned value = 0;
+  const bool digits = !text.empty() && text.size() <= 5 &&
+                      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (digits) std::from_chars(text.data(), text.data() + text.size(), value);
+  if (!digits || value == 0 || value > 65535) return make_error("the port must be a number 1..65535");
+  return static_cast<std::uint16_t>(value);
+}
 
 // A Unix socket path or an IP literal and port as an endpoint; errors read
 // "<what>: bad socket path" / "<what>: not an IP address and port" (asio's

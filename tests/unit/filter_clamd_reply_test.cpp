@@ -204,7 +204,7 @@ TEST(ClamdReply, Unexpected) {
 
 TEST(ClamdReply, QuotedTextIsCutAt200Bytes) {
   expect_error(std::string(200, 'x'), "unexpected clamd reply: \"" + std::string(200, 'x') + "\"");
-  expect_error(std::string(201, 'x'), "unexpected clamd reply: \"" + std::string(200, 'x') + "...\"");
+  expect_error(std::string(201, 'x'), "unexpected clamd reply: \"" + std::string(200, 'x') + "\"...");
   expect_error(std::string(5000, 'y') + " ERROR", "clamd error: " + std::string(200, 'y') + "...");
 }
 
