@@ -10,10 +10,9 @@ from pathlib import Path
 from .corpus import CLASSES
 
 # Operating points shown.  mxgate's spam score is the sum of its spam
-# findings: the Bayes bucket weights (src/filter/bayes.hpp) take the values
-# -1.9, -0.5, 0, 0.8, 5, 5.5, 6, 6.5 and 7, so these are every distinct cut
-# above 0.
-MXGATE_THRESHOLDS = (0.8, 5.0, 5.5, 6.0, 6.5, 7.0)
+# findings (the Bayes bucket of src/filter/bayes.hpp and the weighted rules
+# of rules/spam.toml), read like SpamAssassin's: the same cuts.
+MXGATE_THRESHOLDS = (3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 MXGATE_DEFAULT = 5.0
 # mxgate's classifier probability alone (the BAYES_ finding's p=).
 BAYES_P_THRESHOLDS = (0.5, 0.6, 0.8, 0.95, 0.99, 0.999)
@@ -73,6 +72,22 @@ def num(x, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
 
+def rule_hits(rows: list[dict]) -> list[dict]:
+    """How often each mxgate spam rule fired on spam and on ham (Bayes
+    buckets and GTUBE aside), most spam hits first."""
+    n_spam = sum(1 for r in rows if r["spam"])
+    n_ham = len(rows) - n_spam
+    counts: dict[str, list[int]] = {}
+    for r in rows:
+        for rule in r.get("mx_rules", []):
+            if rule.startswith("BAYES_") or rule == "GTUBE":
+                continue
+            counts.setdefault(rule, [0, 0])[0 if r["spam"] else 1] += 1
+    out = [{"rule": k, "spam": v[0], "ham": v[1], "spam_rate": v[0] / n_spam if n_spam else None,
+            "ham_rate": v[1] / n_ham if n_ham else None} for k, v in counts.items()]
+    return sorted(out, key=lambda h: (-h["spam"], h["ham"], h["rule"]))
+
+
 def summarize(rows: list[dict], throughput: dict, learning: dict, sa_enabled: bool) -> dict:
     out = {
         "mxgate": {
@@ -81,6 +96,7 @@ def summarize(rows: list[dict], throughput: dict, learning: dict, sa_enabled: bo
             "thresholds": [confusion(rows, "mx_score", t) for t in MXGATE_THRESHOLDS],
             "bayes_p": [confusion(rows, "mx_p", t) for t in BAYES_P_THRESHOLDS],
             "default": confusion(rows, "mx_score", MXGATE_DEFAULT),
+            "rule_hits": rule_hits(rows),
         },
         "throughput": throughput,
         "learning": learning,
@@ -176,6 +192,14 @@ def markdown(meta: dict, s: dict) -> str:
                  f"{num(s['learning'].get(key, {}).get('wall_s'), 1)} |")
     L += ["", "Learned: " + "; ".join(f"{k}: {v.get('spam')} spam, {v.get('ham')} ham"
                                       for k, v in s["learning"].items()), ""]
+    hits = s["mxgate"].get("rule_hits", [])
+    if hits:
+        L += ["## mxgate's rules on these messages", "",
+              "Each weighted rule (rules/spam.toml) that fired: the share of spam and of ham it fired on.", "",
+              "| rule | spam | ham |", "|---|---|---|"]
+        L += [f"| {h['rule']} | {h['spam']} ({pct(h['spam_rate'], 1)}) | {h['ham']} ({pct(h['ham_rate'], 1)}) |"
+              for h in hits]
+        L.append("")
     return "\n".join(L)
 
 
@@ -183,9 +207,10 @@ def write(stem: Path, meta: dict, summary: dict, rows: list[dict]) -> tuple[Path
     md, js = stem.with_name(stem.name + ".md"), stem.with_name(stem.name + ".json")
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(markdown(meta, summary))
-    compact = [[r["id"], r["mx_score"], r["mx_p"], r.get("sa_score"), r.get("sa_bayes_p")] for r in rows]
+    compact = [[r["id"], r["mx_score"], r["mx_p"], r.get("sa_score"), r.get("sa_bayes_p"), r.get("mx_rules", [])]
+               for r in rows]
     js.write_text(json.dumps({"meta": meta, "summary": summary,
                               "messages_columns": ["id", "mxgate_spam_score", "mxgate_bayes_p",
-                                                   "spamassassin_score", "spamassassin_bayes_p"],
+                                                   "spamassassin_score", "spamassassin_bayes_p", "mxgate_rules"],
                               "messages": compact}, indent=1) + "\n")
     return md, js

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <initializer_list>
 #include <limits>
 #include <optional>
@@ -637,7 +638,7 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
                 "phishing_threshold", "malware_threshold", "impersonation_threshold", "actions", "on_failure",
                 "time_budget", "max_mime_depth", "max_mime_parts", "max_decoded_size", "max_archive_depth",
                 "max_archive_entries", "max_archive_expanded", "bayes_db", "bayes_min_spam", "bayes_min_ham", "dnsbl", "uribl", "dnsbl_score",
-                "uribl_score", "subject_tag"});
+                "uribl_score", "subject_tag", "rules", "rule_scores"});
   r.boolean(*table, "filter", "enabled", filter.enabled);
   if (strings(r, *table, "filter", "protected_domains", filter.protected_domains)) {
     for (std::size_t i = 0; i < filter.protected_domains.size(); ++i) {
@@ -693,6 +694,17 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
   }
   r.number(*table, "filter", "dnsbl_score", filter.dnsbl_score);
   r.number(*table, "filter", "uribl_score", filter.uribl_score);
+  r.path(*table, "filter", "rules", filter.rules);
+  if (const toml::table* scores = r.table(*table, "filter", "rule_scores")) {
+    for (const auto& [name, value] : *scores) {
+      const std::string key = "filter.rule_scores." + std::string(name.str());
+      if (!value.is_number() || !std::isfinite(value.value<double>().value_or(0))) {
+        r.fail(key, "must be a number");
+        return;
+      }
+      filter.rule_scores[std::string(name.str())] = value.value<double>().value_or(0);
+    }
+  }
 }
 
 void read_timeouts(Reader& r, const toml::table& root, Timeouts& timeouts) {

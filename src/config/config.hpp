@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -182,6 +183,11 @@ struct Filter {
   std::vector<std::string> uribl;
   double dnsbl_score = 6.0;
   double uribl_score = 6.0;
+  // The weighted spam rules: a TOML rules file replacing the built-in set
+  // (rules/spam.toml); empty: the built-in set.
+  std::filesystem::path rules;
+  // Per-rule scores replacing the file's ([filter.rule_scores]); 0 turns a rule off.
+  std::map<std::string, double> rule_scores;
 };
 
 struct Config {

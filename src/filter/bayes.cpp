@@ -419,9 +419,9 @@ std::vector<Token> tokenize(std::string_view content, const ParsedMessage& m) {
   // Each field name, and how often it occurs when more than once
   // ("h:received*4"; 10 and more are "*10+").
   std::vector<std::pair<std::string, unsigned>> names;
-  for (std::size_t i = 0; i < m.header_names.size() && i < kBayesMaxHeaderNames; ++i) {
+  for (std::size_t i = 0; i < m.headers.size() && i < kBayesMaxHeaderNames; ++i) {
     std::string name = "h:";
-    for (const char c : utf8_prefix(m.header_names[i], kBayesMaxValueBytes)) name += lower(c);
+    for (const char c : utf8_prefix(m.headers[i].name, kBayesMaxValueBytes)) name += lower(c);
     auto it = std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == name; });
     if (it == names.end()) {
       names.emplace_back(std::move(name), 1);

@@ -29,15 +29,18 @@
 // Findings.  check_bayes() reports one Category::spam finding, the bucket
 // of kBayesBuckets the probability falls in, named like SpamAssassin's rules
 // (BAYES_00 ... BAYES_99, BAYES_999), with SpamAssassin's bucket bounds.
-// Weights: below 0.6 SpamAssassin's own scores for those buckets (-1.9,
-// -0.5, 0, 0, 0.8: fitted by its rescoring runs).  From 0.6 up they reach
-// the default [filter] spam_threshold (5.0) alone, rising by 0.5 a bucket
-// so that a higher threshold selects a surer bucket (5.5: p >= 0.8, ...,
-// 7.0: p >= 0.999).  mxgate has no other spam rules yet (GTUBE only), so
-// the classifier must be able to decide alone; and with the constants above
-// the chi-square probability is nearly two-valued: on the validation splits
-// about as few ham messages scored 0.6 or more as 0.99 or more, while a
-// tenth of the spam lies between the two.  No finding at all until the
+// Weights: fitted together with the weighted spam rules (rules/spam.toml)
+// by bench/fit-rule-scores, a logistic regression on validation splits of
+// the training half of the evaluation corpus (never its test half), kept
+// non-decreasing in the probability, and shifted so that the default
+// [filter] spam_threshold (5.0) is the cut chosen there.  From 0.6 up a
+// bucket reaches the threshold alone (ham signs such as a reply to an
+// earlier message can take it back under); BAYES_50 (0.4 to 0.6) needs
+// about 2 points of rules, BAYES_20/40 more; below 0.05 a message is all
+// but cleared.  The chi-square probability is nearly two-valued: on the
+// validation splits about as few ham messages scored 0.6 or more as 0.99
+// or more, so the middle buckets are where the rules decide.  No finding
+// at all until the
 // store has learned BayesOptions::min_spam spam and min_ham ham messages
 // (200 each by default, SpamAssassin's bayes_min_spam_num /
 // bayes_min_ham_num): below that the counts are noise.
@@ -209,16 +212,16 @@ struct BayesBucket {
 };
 // In ascending order; the finding is the last bucket whose from <= p.
 inline constexpr std::array<BayesBucket, 10> kBayesBuckets{{
-    {0.00, "BAYES_00", -1.9},
-    {0.01, "BAYES_05", -0.5},
-    {0.05, "BAYES_20", 0.0},
-    {0.20, "BAYES_40", 0.0},
-    {0.40, "BAYES_50", 0.8},
-    {0.60, "BAYES_60", 5.0},
-    {0.80, "BAYES_80", 5.5},
+    {0.00, "BAYES_00", -4.9},
+    {0.01, "BAYES_05", -4.9},
+    {0.05, "BAYES_20", 1.2},
+    {0.20, "BAYES_40", 3.0},
+    {0.40, "BAYES_50", 3.2},
+    {0.60, "BAYES_60", 6.0},
+    {0.80, "BAYES_80", 6.0},
     {0.95, "BAYES_95", 6.0},
-    {0.99, "BAYES_99", 6.5},
-    {0.999, "BAYES_999", 7.0},
+    {0.99, "BAYES_99", 6.0},
+    {0.999, "BAYES_999", 7.6},
 }};
 
 struct BayesOptions {

@@ -63,9 +63,9 @@ bool is_document(const xmlNode* node) {
 }
 
 // Appends text to out with white space runs (ASCII, and U+00A0) collapsed to
-// one space; stops at kMaxLinkTextBytes.
-void append_collapsed(std::string& out, const char* text) {
-  for (const char* p = text; *p != '\0' && out.size() < kMaxLinkTextBytes; ++p) {
+// one space; stops at max bytes.
+void append_collapsed(std::string& out, const char* text, std::size_t max) {
+  for (const char* p = text; *p != '\0' && out.size() < max; ++p) {
     const auto c = static_cast<unsigned char>(*p);
     bool space = c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
     if (c == 0xc2 && static_cast<unsigned char>(p[1]) == 0xa0) {
@@ -80,6 +80,17 @@ void append_collapsed(std::string& out, const char* text) {
   }
 }
 
+// Trailing space dropped; a byte cut at max may have split a UTF-8
+// sequence: the partial one is dropped.
+void finish_text(std::string& text, std::size_t max) {
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  if (text.size() >= max) {
+    std::size_t keep = text.size();
+    while (keep > 0 && (static_cast<unsigned char>(text[keep - 1]) & 0xc0) == 0x80) --keep;
+    if (keep > 0 && static_cast<unsigned char>(text[keep - 1]) >= 0xc0) text.resize(keep - 1);
+  }
+}
+
 // Visible text under link: text and CDATA nodes, not inside script or style.
 std::string visible_text(xmlNode* link) {
   std::string text;
@@ -88,7 +99,7 @@ std::string visible_text(xmlNode* link) {
   while (node != nullptr && node != link && visited < kMaxLinkTextNodes && text.size() < kMaxLinkTextBytes) {
     ++visited;
     if ((node->type == XML_TEXT_NODE || node->type == XML_CDATA_SECTION_NODE) && node->content != nullptr) {
-      append_collapsed(text, reinterpret_cast<const char*>(node->content));
+      append_collapsed(text, reinterpret_cast<const char*>(node->content), kMaxLinkTextBytes);
     }
     const bool hidden = is_element(node, "script") || is_element(node, "style");
     if (node->children != nullptr && !hidden) {
@@ -103,13 +114,7 @@ std::string visible_text(xmlNode* link) {
       node = node->parent;
     }
   }
-  while (!text.empty() && text.back() == ' ') text.pop_back();
-  // A byte cut may have split a UTF-8 sequence; drop the partial one.
-  if (text.size() >= kMaxLinkTextBytes) {
-    std::size_t keep = text.size();
-    while (keep > 0 && (static_cast<unsigned char>(text[keep - 1]) & 0xc0) == 0x80) --keep;
-    if (keep > 0 && static_cast<unsigned char>(text[keep - 1]) >= 0xc0) text.resize(keep - 1);
-  }
+  finish_text(text, kMaxLinkTextBytes);
   return text;
 }
 
@@ -148,6 +153,12 @@ HtmlScan scan_html(std::string_view html, const HtmlScanOptions& options) {
   xmlNode* node = doc->children;
   while (node != nullptr) {
     bool descend = true;
+    if ((node->type == XML_TEXT_NODE || node->type == XML_CDATA_SECTION_NODE) && node->content != nullptr) {
+      append_collapsed(scan.text, reinterpret_cast<const char*>(node->content), kMaxHtmlTextBytes);
+    } else if (node->type == XML_ELEMENT_NODE && !scan.text.empty() && scan.text.back() != ' ' &&
+               scan.text.size() < kMaxHtmlTextBytes) {
+      scan.text.push_back(' ');  // "<td>a</td><td>b</td>" reads as two words
+    }
     if (is_element(node, "a") || is_element(node, "area")) {
       std::string href;
       if (attribute(node, "href", href)) {
@@ -191,6 +202,7 @@ HtmlScan scan_html(std::string_view html, const HtmlScanOptions& options) {
       if (node != nullptr && is_document(node)) node = nullptr;
     }
   }
+  finish_text(scan.text, kMaxHtmlTextBytes);
   return scan;
 }
 

@@ -1,6 +1,6 @@
-// The parts of an HTML document the phishing checks judge: each link with the
-// text a reader sees for it, and each form with whether it asks for a
-// password.
+// The parts of an HTML document the content checks judge: each link with the
+// text a reader sees for it, each form with whether it asks for a password,
+// and the document's visible text (for the spam rules).
 //
 // Mail HTML is routinely broken and hostile, so it is parsed the way a mail
 // client renders it, with libxml2's error-recovering HTML parser (HTML 4
@@ -34,6 +34,9 @@ inline constexpr std::size_t kMaxHtmlLinks = 1000;
 inline constexpr std::size_t kMaxHtmlForms = 100;
 inline constexpr std::size_t kMaxLinkTextBytes = 1024;
 inline constexpr std::size_t kMaxLinkTextNodes = 4096;
+// The document's visible text (HtmlScan::text) is cut here: the spam rules
+// read it, and 1 MiB of words is far more than any rule needs.
+inline constexpr std::size_t kMaxHtmlTextBytes = 1u << 20;
 
 // <a href> or <area href>.
 struct HtmlLink {
@@ -53,6 +56,10 @@ struct HtmlScan {
   // <form> (a form opened inside a table cell and closed elsewhere ends up
   // empty in libxml2's tree while its inputs follow it).
   bool password_input_outside_form = false;
+  // What a reader sees: text outside <script>/<style>, white space
+  // collapsed, a space between elements; at most kMaxHtmlTextBytes (not
+  // counted as truncation: the links and forms are what the checks judge).
+  std::string text;
   bool truncated = false;  // a limit above, or a libxml2 abort, cut the scan
 
   // A password form, whichever way the parser recovered the tree: a form

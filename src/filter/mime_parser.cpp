@@ -199,10 +199,13 @@ ParsedMessage parse_mime(std::string_view content, const MimeLimits& limits) {
   out.subject = str(g_mime_message_get_subject(message.get()));
   if (GMimeHeaderList* headers = g_mime_object_get_header_list(GMIME_OBJECT(message.get()))) {
     const int count = g_mime_header_list_get_count(headers);
-    for (int i = 0; i < count; ++i)
-      out.header_names.push_back(str(g_mime_header_get_name(g_mime_header_list_get_header_at(headers, i))));
+    for (int i = 0; i < count; ++i) {
+      GMimeHeader* header = g_mime_header_list_get_header_at(headers, i);
+      out.headers.push_back(HeaderField{str(g_mime_header_get_name(header)), str(g_mime_header_get_value(header))});
+    }
   }
   Walker(out, limits).walk(g_mime_message_get_mime_part(message.get()));
+  out.html_body = scan_html(out.html);
   return out;
 }
 

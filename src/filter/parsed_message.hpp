@@ -1,6 +1,6 @@
 // A message as the content checks see it: the MIME tree flattened into its
 // leaf parts with transfer encodings undone, plus the decoded header fields
-// the phishing and impersonation checks read.  Produced by filter::parse_mime
+// the phishing, impersonation and spam checks read.  Produced by filter::parse_mime
 // (GMime); every string is UTF-8.
 #pragma once
 
@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "filter/html_links.hpp"
 
 namespace mxgate::filter {
 
@@ -28,13 +30,21 @@ struct Part {
   bool truncated = false;    // data cut at the decoded-size limit
 };
 
+// A top-level header field: the name as written, the value unfolded and its
+// RFC 2047 encoded words decoded (GMime's g_mime_header_get_value).
+struct HeaderField {
+  std::string name;
+  std::string value;
+};
+
 struct ParsedMessage {
   std::optional<Mailbox> from;      // the first From mailbox
   std::vector<Mailbox> reply_to;
   std::string subject;              // decoded
-  std::vector<std::string> header_names;  // every top-level header field name, in order
+  std::vector<HeaderField> headers;  // every top-level header field, in order
   std::string text;                 // the text/plain parts, joined with "\n"
   std::string html;                 // the text/html parts, joined with "\n"
+  HtmlScan html_body;               // html parsed once (links, forms, visible text) for every check
   std::vector<Part> parts;          // every leaf part, depth-first in message order
   // Set when a limit stopped the parse (depth, part count, decoded size):
   // what was parsed is still checked, and the message is held as unscannable.

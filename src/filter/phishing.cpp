@@ -152,10 +152,8 @@ class PhishingScan {
     for (const auto& url : found.urls) check_url(url, "text URL");
   }
 
-  // attachment: bytes as sent (charset from the document), and a password
-  // form there is the definite sign.
-  void html(std::string_view html, bool attachment, std::string_view where) {
-    const HtmlScan scan = scan_html(html, HtmlScanOptions{.utf8 = !attachment});
+  // attachment: a password form there is the definite sign.
+  void html(const HtmlScan& scan, bool attachment, std::string_view where) {
     if (scan.truncated) limit("HTML limits reached in the " + std::string(where));
     for (const auto& link : scan.links) {
       check_link_text(link, where);
@@ -239,12 +237,13 @@ Findings check_phishing(const ParsedMessage& message, const ContentPolicy& polic
   Findings out;
   PhishingScan scan(policy, out);
   scan.text_urls(message.text);
-  scan.html(message.html, /*attachment=*/false, "HTML body");
+  scan.html(message.html_body, /*attachment=*/false, "HTML body");
   for (const auto& part : message.parts) {
     if (!part.attachment || !is_html_attachment(part)) continue;
     const std::string where =
         "attachment " + (part.filename.empty() ? part.content_type : for_log(part.filename));
-    scan.html(part.data, /*attachment=*/true, where);
+    // Bytes as sent: libxml2 reads the charset from a BOM or <meta charset>.
+    scan.html(scan_html(part.data, HtmlScanOptions{.utf8 = false}), /*attachment=*/true, where);
   }
   return out;
 }

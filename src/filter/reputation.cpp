@@ -46,7 +46,7 @@ std::vector<std::string> url_domains(const ParsedMessage& message, const sender_
                                      std::size_t max) {
   std::vector<std::string> urls = find_urls(message.text).urls;
   if (!message.html.empty()) {
-    for (auto& link : scan_html(message.html).links) urls.push_back(std::move(link.href));
+    for (const auto& link : message.html_body.links) urls.push_back(link.href);
     for (auto& url : find_urls(message.html).urls) urls.push_back(std::move(url));
   }
   std::vector<std::string> out;

@@ -7,6 +7,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 
 #include "filter/attachment_policy.hpp"
@@ -16,6 +17,7 @@
 #include "filter/reputation.hpp"
 #include "filter/spam_rules.hpp"
 #include "util/log.hpp"
+#include "util/unique_fd.hpp"
 
 namespace mxgate::filter {
 
@@ -37,6 +39,23 @@ std::optional<std::string> milter_reply_text(const std::string& reply, char want
   return text;
 }
 
+// [filter] rules (or the built-in set), rule_scores applied, compiled.
+Result<std::unique_ptr<RuleEngine>> load_rules(const config::Filter& policy) {
+  std::string text;
+  std::string source = "built-in rules";
+  if (!policy.rules.empty()) {
+    source = policy.rules.string();
+    if (const int err = read_file(policy.rules, text); err != 0)
+      return make_error("filter.rules: " + source + ": " + std::strerror(err));
+  }
+  auto rules = parse_rules(policy.rules.empty() ? default_rules_text() : std::string_view(text), source);
+  if (!rules) return make_error("filter.rules: " + rules.error());
+  if (auto applied = apply_rule_scores(rules.value(), policy.rule_scores); !applied) return make_error(applied.error());
+  auto engine = RuleEngine::compile(std::move(rules.value()));
+  if (!engine) return make_error("filter.rules: " + source + ": " + engine.error());
+  return engine;
+}
+
 }  // namespace
 
 void fold_milters(Verdict& verdict, const MilterOutcome& milters) {
@@ -56,6 +75,9 @@ Result<std::unique_ptr<Scanner>> Scanner::create(const config::Filter& policy, s
   auto psl = sender_auth::PublicSuffixList::load();
   if (!psl) return make_error("filter: " + psl.error());
   std::unique_ptr<Scanner> scanner(new Scanner(policy, std::move(authserv_id), std::move(psl.value())));
+  auto rules = load_rules(policy);
+  if (!rules) return make_error(rules.error());
+  scanner->rules_ = std::move(rules.value());
   if (!policy.clamd.empty()) {
     auto endpoint = parse_clamd_endpoint(policy.clamd);
     if (!endpoint) return make_error("filter.clamd: " + endpoint.error());
@@ -68,6 +90,8 @@ std::string Scanner::describe() const {
   std::string line = "filter: enabled, ";
   line += clamd_ ? "antivirus clamd " + to_string(*clamd_) : "no antivirus (filter.clamd unset)";
   line += resolver_ != nullptr ? ", SPF/DKIM/DMARC on" : ", SPF/DKIM/DMARC off (no resolver)";
+  line += ", " + std::to_string(rules_->rules().size()) + " spam rules";
+  line += policy_.rules.empty() ? " (built-in)" : " from " + policy_.rules.string();
   line += ", protected domains " + std::to_string(policy_.protected_domains.size()) + ", protected names " +
           std::to_string(policy_.protected_names.size());
   return line;
@@ -113,6 +137,7 @@ void Scanner::refresh_bayes() const {
 
 Findings Scanner::local_checks(std::string_view content, const ParsedMessage& message) const {
   Findings findings = check_spam_rules(content, message);
+  findings.merge(rules_->check(content, message));
   refresh_bayes();
   if (bayes_) findings.merge(check_bayes(content, message, *bayes_, BayesOptions{policy_.bayes_min_spam,
                                                                                    policy_.bayes_min_ham}));

@@ -22,6 +22,7 @@
 #include "filter/clamd_client.hpp"
 #include "filter/finding.hpp"
 #include "filter/parsed_message.hpp"
+#include "filter/rule_engine.hpp"
 #include "filter/sender_checks.hpp"
 #include "filter/verdict.hpp"
 #include "sender_auth/dmarc.hpp"
@@ -63,7 +64,8 @@ void fold_milters(Verdict& verdict, const MilterOutcome& milters);
 
 class Scanner {
  public:
-  // Refuses a bad [filter] clamd endpoint ("filter.clamd: ...");
+  // Refuses a bad [filter] clamd endpoint ("filter.clamd: ...") and spam
+  // rules that do not load or compile ("filter.rules: ...");
   // authserv_id names us in Authentication-Results (the hostname).
   static Result<std::unique_ptr<Scanner>> create(const config::Filter& policy, std::string authserv_id);
 
@@ -103,6 +105,7 @@ class Scanner {
   std::string authserv_id_;
   sender_auth::PublicSuffixList psl_;
   std::optional<ClamdEndpoint> clamd_;
+  std::unique_ptr<RuleEngine> rules_;
   dns::Resolver* resolver_ = nullptr;
   // The classifier's snapshot; absent until the store exists.  Mutable: a
   // cache refreshed from the file, not state of the scan.

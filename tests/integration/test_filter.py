@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -353,6 +354,57 @@ class FilterTest(unittest.TestCase):
         self.assertEqual(reply.code, 451, str(reply))
         self.assertLess(time.monotonic() - started, 30)  # bounded by the budget, not the 300 s data timeout
         server.wait_for_log(r"action=tempfail .*failed=\"(filter: time budget of 2 s spent|clamd: )")
+
+    # ---- weighted spam rules
+
+    def test_operator_rules_file_and_rule_scores(self):
+        d = Path(tempfile.mkdtemp(prefix="mxgate-rules-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        rules = d / "local.toml"
+        rules.write_text("[[rule]]\nname = \"REPLICA_WATCHES\"\ntarget = \"body\"\n"
+                         "pattern = 'replica\\s+watch'\nflags = \"i\"\nscore = 6.0\n"
+                         "description = \"sells fake watches\"\n\n"
+                         "[[rule]]\nname = \"SUBJ_WATCH\"\ntarget = \"header\"\nfield = \"Subject\"\n"
+                         "pattern = 'watch'\nscore = 0.5\n")
+        spam = message("a watch for you", body="Fine Replica  Watches, cheap.")
+        server = self.gateway(rules=str(rules))
+        held = self.assert_held(server, spam, "REPLICA_WATCHES")
+        self.assertIn("SUBJ_WATCH", held["verdict"])
+        self.assertIn("spam=6.5", held["verdict"])
+        server.wait_for_log(r"2 spam rules from " + re.escape(str(rules)))
+        # The operator turns the rule off: the same message is delivered.
+        server = self.gateway(rules=str(rules), rule_scores={"REPLICA_WATCHES": 0})
+        delivered = self.assert_delivered(server, spam)
+        self.assertIn("SUBJ_WATCH", delivered.filter_headers["X-mxgate-Verdict"])
+        self.assertNotIn("REPLICA_WATCHES", delivered.filter_headers["X-mxgate-Verdict"])
+
+    def test_built_in_rules_run_in_the_gateway(self):
+        server = self.gateway()
+        server.wait_for_log(r"\d+ spam rules \(built-in\)")
+        html = ("<html><body><p>Dear Friend, to be removed from our list "
+                "<a href='http://192.0.2.9/remove.cgi'>click here</a>.</p></body></html>")
+        delivered = self.assert_delivered(server, message("Hello", body="Dear Friend", html=html,
+                                                          headers={"X-Priority": "1"}))
+        verdict = delivered.filter_headers["X-mxgate-Verdict"]
+        for rule in ("BODY_DEAR_FRIEND", "X_PRIORITY_HIGH", "URI_IP"):
+            self.assertIn(rule, verdict)
+
+    def test_rules_that_do_not_compile_stop_check_config_naming_the_rule(self):
+        d = Path(tempfile.mkdtemp(prefix="mxgate-rules-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        (d / "bad.toml").write_text("[[rule]]\nname = \"BACKREF\"\ntarget = \"body\"\n"
+                                    "pattern = '(a)\\1'\nscore = 1\n")
+        (d / "mxgate.toml").write_text(
+            'hostname = "mx.example.test"\nspool = "spool"\naccept_domains = ["example.test"]\n'
+            '[[listener]]\naddress = "127.0.0.1:2525"\ntls = "none"\n[filter]\nrules = "bad.toml"\n')
+        out = run([str(BINARY), "check-config", "--config", str(d / "mxgate.toml")], text=True)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("filter.rules: " + str(d / "bad.toml") + ": rule BACKREF: ", out.stderr)
+        (d / "mxgate.toml").write_text((d / "mxgate.toml").read_text().replace(
+            'rules = "bad.toml"', '[filter.rule_scores]\nNO_SUCH_RULE = 1'))
+        out = run([str(BINARY), "check-config", "--config", str(d / "mxgate.toml")], text=True)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn('filter.rule_scores: no rule named "NO_SUCH_RULE"', out.stderr)
 
     def test_filter_off_adds_nothing(self):
         server = start_server(self, {"accept_domains": ["example.test"], "filter": {"enabled": False}})

@@ -88,6 +88,10 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
                                "bayes_db = \"bayes/tokens.db\"\n"
                                "bayes_min_spam = 10\n"
                                "bayes_min_ham = 20\n"
+                               "rules = \"rules/local.toml\"\n"
+                               "[filter.rule_scores]\n"
+                               "BODY_CLICK_HERE = 0\n"
+                               "SUBJ_FREE = -1.5\n"
                                "[filter.actions]\n"
                                "spam = \"tag\"\n"
                                "phishing = \"tempfail\"\n"
@@ -115,6 +119,8 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
   EXPECT_EQ(f.bayes_db, "/etc/bayes/tokens.db");
   EXPECT_EQ(f.bayes_min_spam, 10u);
   EXPECT_EQ(f.bayes_min_ham, 20u);
+  EXPECT_EQ(f.rules, "/etc/rules/local.toml");
+  EXPECT_EQ(f.rule_scores, (std::map<std::string, double>{{"BODY_CLICK_HERE", 0.0}, {"SUBJ_FREE", -1.5}}));
   EXPECT_EQ(f.actions.spam, FilterAction::tag);
   EXPECT_EQ(f.actions.phishing, FilterAction::tempfail);
   EXPECT_EQ(f.actions.malware, FilterAction::quarantine);
@@ -138,6 +144,11 @@ TEST(FilterConfigTest, MistakesNameTheKey) {
   EXPECT_EQ(error_of(document("", "[filter]\nenabled = 1\n")), "filter.enabled: expected true or false");
   EXPECT_EQ(error_of(document("", "[filter]\nmax_mime_depth = 0\n")),
             "filter.max_mime_depth: must be between 1 and 1000");
+  EXPECT_EQ(error_of(document("", "[filter]\nrules = \"\"\n")), "filter.rules: must not be empty");
+  EXPECT_EQ(error_of(document("", "[filter.rule_scores]\nSUBJ_FREE = \"off\"\n")),
+            "filter.rule_scores.SUBJ_FREE: must be a number");
+  EXPECT_EQ(error_of(document("", "[filter.rule_scores]\nSUBJ_FREE = inf\n")),
+            "filter.rule_scores.SUBJ_FREE: must be a number");
   EXPECT_EQ(error_of(document("", "[filter]\non_failure = \"ignore\"\n")),
             "filter.on_failure: expected one of accept, tag, quarantine, reject, tempfail");
 }

@@ -46,7 +46,7 @@ TEST(MimeParserTest, HeadersAreDecoded) {
   EXPECT_EQ(m.reply_to[0].domain, "other.test");
   EXPECT_EQ(m.reply_to[2].address, "b@two.test");
   EXPECT_EQ(m.subject, "R\xC3\xA9sum\xC3\xA9");
-  EXPECT_EQ(m.header_names.front(), "Received");
+  EXPECT_EQ(m.headers.front().name, "Received");
   // The CRLF before a boundary belongs to the boundary (RFC 2046 section 5.1.1).
   EXPECT_EQ(m.text, "Caf\xC3\xA9 at noon");
   EXPECT_TRUE(m.limit_exceeded.empty());

@@ -25,6 +25,7 @@ ParsedMessage text_message(std::string text) {
 ParsedMessage html_message(std::string html) {
   ParsedMessage m;
   m.html = std::move(html);
+  m.html_body = scan_html(m.html);  // as parse_mime does
   return m;
 }
 
@@ -244,6 +245,7 @@ TEST(Phishing, LegitimateNewsletterIsClean) {
       "href='https://www.example.test/catalogue'>https://example.test/catalogue</a>"
       "<a href='https://tracker.example.test/c/1'>Read more</a><img src='https://cdn.test/logo.png'>"
       "<form action='https://www.example.test/search'><input type=search name=q></form></body></html>";
+  m.html_body = scan_html(m.html);
   expect_clean(m);
 }
 
@@ -257,6 +259,7 @@ TEST(Phishing, EmptyMessageAndPolicy) {
 TEST(Phishing, EveryRuleOnceAndInTheRightCategory) {
   ParsedMessage m = text_message("http://1.2.3.4/ http://5.6.7.8/ https://bit.ly/a https://goo.gl/b");
   m.html = "<a href='https://evil.test/'>www.bank.test</a><a href='https://evil2.test/'>www.bank2.test</a>";
+  m.html_body = scan_html(m.html);
   const Findings f = check_phishing(m, kPolicy);
   std::vector<std::string> rules;
   for (const auto& finding : f.findings) {
@@ -307,6 +310,7 @@ TEST(PhishingLimits, HostileInputDoesNotCrash) {
   ParsedMessage m = text_message(random + " http://\xff\xfe/ https://xn--zzzz-.test/ www.\xc3 http://[::1");
   m.html = random +
            "<a href='http://xn--.xn--/'>https://\xff</a><a href='\xff'>www.</a><form><input type=password>";
+  m.html_body = scan_html(m.html);
   m.parts.push_back(attachment("x.html", "text/html", random));
   m.parts.push_back(attachment("y.htm", "text/html", ""));
   m.parts.push_back(attachment("z", "", "<form" + random));

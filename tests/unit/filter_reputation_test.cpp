@@ -18,6 +18,7 @@ TEST(Reputation, UrlDomainsAreRegistrableAndDistinct) {
   ParsedMessage m;
   m.text = "see http://www.evil.co.uk/a and https://login.evil.co.uk/b and http://192.0.2.7/x\n";
   m.html = "<a href=\"https://Tracker.Example.COM/c\">here</a> www.other.test";
+  m.html_body = scan_html(m.html);
   EXPECT_EQ(url_domains(m, *psl, 10),
             (std::vector<std::string>{"evil.co.uk", "192.0.2.7", "example.com", "other.test"}));
   EXPECT_EQ(url_domains(m, *psl, 2), (std::vector<std::string>{"evil.co.uk", "192.0.2.7"}));
