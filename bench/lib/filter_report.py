@@ -133,11 +133,12 @@ def _point_rows(points: list[dict], label: str, default: float | None) -> list[s
 
 def markdown(meta: dict, s: dict) -> str:
     sa = "spamassassin" in s
-    L = [f"# Spam filter evaluation: mxgate Bayes against SpamAssassin — {meta['date']}", ""]
+    L = [f"# Spam filter evaluation: mxgate against SpamAssassin — {meta['date']}", ""]
     L += [f"- command: `{meta['command']}`",
           f"- machine: {meta['machine']['nproc']} cores, {meta['machine']['cpu_model']}, kernel "
           f"{meta['machine']['kernel']}; load average {meta['load_start']} at start, {meta['load_end']} at end",
-          f"- mxgate: {meta['mxgate']} ({meta['mxgate_binary']}), commit {meta['commit']}",
+          f"- mxgate: {meta['mxgate']} ({meta['mxgate_binary']}), commit {meta['commit']}; spam rules: "
+          f"{meta.get('rules', 'built-in')}",
           f"- SpamAssassin: {meta.get('spamassassin', 'not run')}",
           f"- corpus: {meta['corpus']}",
           f"- split: seed {meta['seed']}, {meta['split']}",
@@ -195,7 +196,8 @@ def markdown(meta: dict, s: dict) -> str:
     hits = s["mxgate"].get("rule_hits", [])
     if hits:
         L += ["## mxgate's rules on these messages", "",
-              "Each weighted rule (rules/spam.toml) that fired: the share of spam and of ham it fired on.", "",
+              "Each rule that fired (the weighted spam rules, and the phishing and impersonation rules): "
+              "the share of spam and of ham it fired on. A spam rule scored 0 reports nothing.", "",
               "| rule | spam | ham |", "|---|---|---|"]
         L += [f"| {h['rule']} | {h['spam']} ({pct(h['spam_rate'], 1)}) | {h['ham']} ({pct(h['ham_rate'], 1)}) |"
               for h in hits]

@@ -146,7 +146,7 @@ bool RuleEngine::scan(const Group& group, std::string_view text, hs_scratch* scr
   return hs_scan(group.database.get(), text.data(), size, 0, scratch, on_match, &matched) == HS_SUCCESS;
 }
 
-Findings RuleEngine::check(std::string_view content, const ParsedMessage& message) const {
+Findings RuleEngine::check(std::string_view content, const ParsedMessage& message, bool bayes_active) const {
   Findings out;
   if (rules_.empty()) return out;
   ScratchPtr scratch = take_scratch();
@@ -175,8 +175,8 @@ Findings RuleEngine::check(std::string_view content, const ParsedMessage& messag
   }
   for (std::size_t id = 0; id < rules_.size(); ++id) {
     const Rule& rule = rules_[id];
-    if ((matched[id] != 0) != rule.negate && rule.score != 0)
-      out.add(Category::spam, rule.name, rule.score, rule.description);
+    const double score = bayes_active ? rule.score : rule.score_no_bayes;
+    if ((matched[id] != 0) != rule.negate && score != 0) out.add(Category::spam, rule.name, score, rule.description);
   }
   return out;
 }

@@ -37,8 +37,10 @@ class RuleEngine {
   RuleEngine& operator=(const RuleEngine&) = delete;
 
   // A Category::spam finding for every rule that fires, with its
-  // description as detail; a Vectorscan failure is a check failure.
-  Findings check(std::string_view content, const ParsedMessage& message) const;
+  // description as detail, scored with Rule::score, or with
+  // Rule::score_no_bayes when the Bayes classifier gave no finding; a
+  // Vectorscan failure is a check failure.
+  Findings check(std::string_view content, const ParsedMessage& message, bool bayes_active = true) const;
 
   const std::vector<Rule>& rules() const { return rules_; }
 

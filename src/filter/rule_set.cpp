@@ -73,8 +73,8 @@ Result<std::vector<Rule>> parse_rules(std::string_view toml_text, std::string_vi
     where += " (" + rule.name + ")";
     if (!names.insert(rule.name).second) return make_error(where + ": the name is used twice");
     for (const auto& [key, value] : *t) {
-      static const std::set<std::string_view> kKeys{"name",   "target", "field", "pattern",
-                                                    "flags",  "negate", "score", "description"};
+      static const std::set<std::string_view> kKeys{"name",   "target", "field", "pattern",       "flags",
+                                                    "negate", "score",  "score_no_bayes", "description"};
       if (!kKeys.contains(key.str())) return make_error(where + ": unknown key " + quoted(key.str()));
     }
     const auto target = t->get_as<std::string>("target");
@@ -112,11 +112,19 @@ Result<std::vector<Rule>> parse_rules(std::string_view toml_text, std::string_vi
       if (negate == nullptr) return make_error(where + ": negate must be true or false");
       rule.negate = negate->get();
     }
-    const auto score = t->get("score");
-    if (score == nullptr || !score->is_number()) return make_error(where + ": score must be a number");
-    rule.score = score->value<double>().value_or(0);
-    if (!std::isfinite(rule.score) || std::fabs(rule.score) > 1000)
-      return make_error(where + ": score must lie within -1000 and 1000");
+    for (const char* key : {"score", "score_no_bayes"}) {
+      const bool main_score = std::string_view(key) == "score";
+      const auto* node = t->get(key);
+      if (node == nullptr && !main_score) {
+        rule.score_no_bayes = rule.score;
+        continue;
+      }
+      if (node == nullptr || !node->is_number()) return make_error(where + ": " + key + " must be a number");
+      const double value = node->value<double>().value_or(0);
+      if (!std::isfinite(value) || std::fabs(value) > 1000)
+        return make_error(where + ": " + key + " must lie within -1000 and 1000");
+      (main_score ? rule.score : rule.score_no_bayes) = value;
+    }
     if (auto description = t->get_as<std::string>("description")) rule.description = description->get();
     rules.push_back(std::move(rule));
   }
@@ -128,6 +136,7 @@ Result<void> apply_rule_scores(std::vector<Rule>& rules, const std::map<std::str
     auto it = std::find_if(rules.begin(), rules.end(), [&](const Rule& r) { return r.name == name; });
     if (it == rules.end()) return make_error("filter.rule_scores: no rule named " + quoted(name));
     it->score = score;
+    it->score_no_bayes = score;
   }
   return {};
 }

@@ -44,6 +44,10 @@ struct Rule {
   bool multiline = false;  // flag "m"
   bool negate = false;     // fires when the pattern does not match
   double score = 0;        // may be negative (a sign of ham)
+  // The score while the Bayes classifier is silent (not trained enough):
+  // the rules then carry the decision alone, as SpamAssassin's score sets
+  // without Bayes do.  Absent from the file: score.
+  double score_no_bayes = 0;
   std::string description;
 };
 
@@ -54,7 +58,8 @@ Result<std::vector<Rule>> parse_rules(std::string_view toml_text, std::string_vi
 // rules/spam.toml as it was at build time.
 std::string_view default_rules_text();
 
-// Applies [filter.rule_scores]: every name must be a rule of the set.
+// Applies [filter.rule_scores] (both scores of a rule): every name must be
+// a rule of the set.
 Result<void> apply_rule_scores(std::vector<Rule>& rules, const std::map<std::string, double>& scores);
 
 }  // namespace mxgate::filter

@@ -112,24 +112,38 @@ ParsedMessage Scanner::parse(std::string_view content) const {
 }
 
 void Scanner::refresh_bayes() const {
+  if (bayes_loading_.valid()) {
+    if (bayes_loading_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+    adopt_bayes(bayes_loading_.get());
+  }
   const auto now = std::chrono::steady_clock::now();
-  if (bayes_checked_ != std::chrono::steady_clock::time_point{} && now - bayes_checked_ < kBayesRecheck) return;
+  if (bayes_checked_ != std::chrono::steady_clock::time_point{} && now - bayes_checked_ < bayes_recheck_) return;
   bayes_checked_ = now;
   struct stat st {};
   if (::stat(policy_.bayes_db.c_str(), &st) != 0) return;  // not trained yet
+  const auto inode = static_cast<std::uint64_t>(st.st_ino);
   // SQLite's data_version sees commits to the file it has open; a file
   // replaced (deleted and learned afresh) shows as a new inode.
-  if (bayes_ && !bayes_->changed() && static_cast<std::uint64_t>(st.st_ino) == bayes_inode_) return;
-  auto opened = open_bayes(policy_.bayes_db, false);
-  if (!opened) {
+  if (bayes_ && !bayes_->changed() && inode == bayes_inode_) return;
+  if (!bayes_) {
+    adopt_bayes(BayesLoad{open_bayes(policy_.bayes_db, false), inode});
+    return;
+  }
+  bayes_loading_ = std::async(std::launch::async, [path = policy_.bayes_db, inode] {
+    return BayesLoad{open_bayes(path, false), inode};
+  });
+}
+
+void Scanner::adopt_bayes(BayesLoad load) const {
+  if (!load.store) {
     // Keep the old snapshot, if any; say why once.
-    if (opened.error() != bayes_problem_) log_line("filter: " + opened.error());
-    bayes_problem_ = opened.error();
+    if (load.store.error() != bayes_problem_) log_line("filter: " + load.store.error());
+    bayes_problem_ = load.store.error();
     return;
   }
   bayes_problem_.clear();
-  bayes_ = std::move(opened.value());
-  bayes_inode_ = static_cast<std::uint64_t>(st.st_ino);
+  bayes_ = std::move(load.store.value());
+  bayes_inode_ = load.inode;
   log_line("filter: Bayes store " + policy_.bayes_db.string() + ": " + std::to_string(bayes_->spam_messages()) +
            " spam, " + std::to_string(bayes_->ham_messages()) + " ham, " + std::to_string(bayes_->token_count()) +
            " tokens");
@@ -137,10 +151,13 @@ void Scanner::refresh_bayes() const {
 
 Findings Scanner::local_checks(std::string_view content, const ParsedMessage& message) const {
   Findings findings = check_spam_rules(content, message);
-  findings.merge(rules_->check(content, message));
   refresh_bayes();
-  if (bayes_) findings.merge(check_bayes(content, message, *bayes_, BayesOptions{policy_.bayes_min_spam,
-                                                                                   policy_.bayes_min_ham}));
+  Findings bayes;
+  if (bayes_) bayes = check_bayes(content, message, *bayes_, BayesOptions{policy_.bayes_min_spam, policy_.bayes_min_ham});
+  // Silent classifier (no store yet, or too little learned): the rules'
+  // scores for deciding without it.
+  findings.merge(rules_->check(content, message, !bayes.findings.empty()));
+  findings.merge(std::move(bayes));
   const ContentPolicy content_policy{policy_.protected_domains, policy_.protected_names};
   findings.merge(check_phishing(message, content_policy));
   findings.merge(check_impersonation(message, content_policy));

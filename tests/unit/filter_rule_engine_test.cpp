@@ -126,6 +126,26 @@ TEST(RuleEngine, ARuleScoresOnceAndAZeroScoreIsSilent) {
   EXPECT_DOUBLE_EQ(f.findings[1].score, -0.5);
 }
 
+TEST(RuleEngine, WithoutBayesTheOtherScoresApply) {
+  auto engine = engine_of(rule("BOTH", "body", "Visible", 0.2, "score_no_bayes = 1.7") +
+                          rule("ONLY_WITHOUT", "body", "Visible", 0, "score_no_bayes = 0.5") +
+                          rule("ONLY_WITH", "body", "Visible", 0.4, "score_no_bayes = 0"));
+  ASSERT_TRUE(engine);
+  const ParsedMessage parsed = parse_mime(kHtmlMessage, MimeLimits{});
+  auto total = [](const Findings& f) {
+    double sum = 0;
+    for (const auto& finding : f.findings) sum += finding.score;
+    return sum;
+  };
+  const Findings with = engine->check(kHtmlMessage, parsed, true);
+  ASSERT_EQ(with.findings.size(), 2u);
+  EXPECT_DOUBLE_EQ(total(with), 0.6);
+  const Findings without = engine->check(kHtmlMessage, parsed, false);
+  ASSERT_EQ(without.findings.size(), 2u);
+  EXPECT_EQ(without.findings[1].rule, "ONLY_WITHOUT");
+  EXPECT_DOUBLE_EQ(total(without), 2.2);
+}
+
 TEST(RuleEngine, PatternsVectorscanCannotCompileNameTheRule) {
   auto rules = parse_rules(rule("GOOD", "body", "a") + rule("BACKREF", "body", "(a)\\1"), "t");
   ASSERT_TRUE(rules);
@@ -178,9 +198,13 @@ TEST(RuleEngine, BuiltInRulesOnAClassicSpamAndAPlainReply) {
   const auto spam_rules = fired(**engine, spam);
   double total = 0;
   for (const auto& f : (*engine)->check(spam, parse_mime(spam, MimeLimits{})).findings) total += f.score;
-  // The fitted weights leave most of the decision to the Bayes bucket; the
-  // rules alone move such a message by several points (BAYES_50 + 2 is spam).
+  // Beside the Bayes the fitted weights leave most of the decision to its
+  // bucket; the rules move such a message by several points (BAYES_50 + 2
+  // is spam).  Without the Bayes they decide alone.
   EXPECT_GE(total, 4.0) << testing::PrintToString(spam_rules);
+  double alone = 0;
+  for (const auto& f : (*engine)->check(spam, parse_mime(spam, MimeLimits{}), false).findings) alone += f.score;
+  EXPECT_GE(alone, 5.0) << testing::PrintToString(spam_rules);
   for (const char* expected :
        {"BODY_EXCLAIM", "TO_UNDISCLOSED", "REPLY_TO_FREEMAIL", "X_PRIORITY_HIGH", "RAW_FONT_COLOR_RED", "URI_IP"})
     EXPECT_NE(std::find(spam_rules.begin(), spam_rules.end(), expected), spam_rules.end()) << expected;

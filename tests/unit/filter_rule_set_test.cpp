@@ -26,6 +26,7 @@ pattern = '\bfree\b'
 flags = "ism"
 negate = true
 score = -1.5
+score_no_bayes = 0.25
 description = "says free"
 
 [[rule]]
@@ -44,11 +45,13 @@ score = 2
   EXPECT_EQ(r.pattern, "\\bfree\\b");
   EXPECT_TRUE(r.caseless && r.dotall && r.multiline && r.negate);
   EXPECT_DOUBLE_EQ(r.score, -1.5);
+  EXPECT_DOUBLE_EQ(r.score_no_bayes, 0.25);
   EXPECT_EQ(r.description, "says free");
   const Rule& b = rules->back();
   EXPECT_EQ(b.target, RuleTarget::uri);
   EXPECT_FALSE(b.caseless || b.dotall || b.multiline || b.negate);
   EXPECT_DOUBLE_EQ(b.score, 2.0);  // an integer score is a number too
+  EXPECT_DOUBLE_EQ(b.score_no_bayes, 2.0);  // absent: the score
 }
 
 TEST(RuleSet, AnEmptyFileIsAnEmptySet) {
@@ -89,6 +92,10 @@ TEST(RuleSet, ErrorsNameTheFileTheRuleAndTheKey) {
             "rules.toml: rule[0] (A): score must lie within -1000 and 1000");
   EXPECT_EQ(error_of("[[rule]]\nname = \"A\"\ntarget = \"body\"\npattern = \"x\"\nscore = 1001\n"),
             "rules.toml: rule[0] (A): score must lie within -1000 and 1000");
+  EXPECT_EQ(error_of("[[rule]]\nname = \"A\"\nscore_no_bayes = \"x\"\n" + ok),
+            "rules.toml: rule[0] (A): score_no_bayes must be a number");
+  EXPECT_EQ(error_of("[[rule]]\nname = \"A\"\nscore_no_bayes = -1e9\n" + ok),
+            "rules.toml: rule[0] (A): score_no_bayes must lie within -1000 and 1000");
   EXPECT_EQ(error_of("[[rule]]\nname = \"A\"\nweight = 2\n" + ok), "rules.toml: rule[0] (A): unknown key \"weight\"");
   EXPECT_EQ(error_of("[rules]\n"), "rules.toml: unknown key \"rules\" (expected [[rule]])");
   EXPECT_EQ(error_of("rule = 3\n"), "rules.toml: rule must be an array of tables ([[rule]])");
@@ -97,10 +104,11 @@ TEST(RuleSet, ErrorsNameTheFileTheRuleAndTheKey) {
 }
 
 TEST(RuleSet, ScoresAreReplacedByName) {
-  auto rules = parse_rules("[[rule]]\nname = \"A\"\ntarget = \"body\"\npattern = \"x\"\nscore = 1\n", "r");
+  auto rules = parse_rules("[[rule]]\nname = \"A\"\ntarget = \"body\"\npattern = \"x\"\nscore = 1\nscore_no_bayes = 2\n", "r");
   ASSERT_TRUE(rules) << rules.error();
   ASSERT_TRUE(apply_rule_scores(*rules, {{"A", 0.0}}));
   EXPECT_DOUBLE_EQ(rules->front().score, 0.0);
+  EXPECT_DOUBLE_EQ(rules->front().score_no_bayes, 0.0);  // the operator's score holds in both modes
   const auto unknown = apply_rule_scores(*rules, {{"B", 1.0}});
   ASSERT_FALSE(unknown);
   EXPECT_EQ(unknown.error(), "filter.rule_scores: no rule named \"B\"");
@@ -113,6 +121,7 @@ TEST(RuleSet, TheBuiltInSetLoadsAndCompiles) {
   // Evidence, not verdicts: no single rule reaches the default threshold.
   for (const Rule& rule : *rules) {
     EXPECT_LT(rule.score, 5.0) << rule.name;
+    EXPECT_LT(rule.score_no_bayes, 5.0) << rule.name;
     EXPECT_FALSE(rule.description.empty()) << rule.name;
   }
   auto engine = RuleEngine::compile(std::move(rules.value()));
