@@ -36,7 +36,7 @@
 // [filter] spam_threshold (5.0) is the cut chosen there.  From 0.6 up a
 // bucket reaches the threshold alone (ham signs such as a reply to an
 // earlier message can take it back under); BAYES_50 (0.4 to 0.6) needs
-// about 2 points of rules, BAYES_20/40 more; below 0.05 a message is all
+// about 1.5 points of rules, BAYES_20/40 more; below 0.05 a message is all
 // but cleared.  The chi-square probability is nearly two-valued: on the
 // validation splits about as few ham messages scored 0.6 or more as 0.99
 // or more, so the middle buckets are where the rules decide.  No finding
@@ -212,16 +212,16 @@ struct BayesBucket {
 };
 // In ascending order; the finding is the last bucket whose from <= p.
 inline constexpr std::array<BayesBucket, 10> kBayesBuckets{{
-    {0.00, "BAYES_00", -4.9},
-    {0.01, "BAYES_05", -4.9},
-    {0.05, "BAYES_20", 1.2},
-    {0.20, "BAYES_40", 3.0},
-    {0.40, "BAYES_50", 3.2},
-    {0.60, "BAYES_60", 6.0},
-    {0.80, "BAYES_80", 6.0},
-    {0.95, "BAYES_95", 6.0},
-    {0.99, "BAYES_99", 6.0},
-    {0.999, "BAYES_999", 7.6},
+    {0.00, "BAYES_00", -4.8},
+    {0.01, "BAYES_05", -4.8},
+    {0.05, "BAYES_20", 1.5},
+    {0.20, "BAYES_40", 3.1},
+    {0.40, "BAYES_50", 3.5},
+    {0.60, "BAYES_60", 6.1},
+    {0.80, "BAYES_80", 6.1},
+    {0.95, "BAYES_95", 6.1},
+    {0.99, "BAYES_99", 6.1},
+    {0.999, "BAYES_999", 7.8},
 }};
 
 struct BayesOptions {
