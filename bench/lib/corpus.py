@@ -152,6 +152,18 @@ def split(all_messages: list[Message], seed: int, per_group: int | None = None,
     return train, test
 
 
+def folds(messages: list[Message], seed: int, k: int) -> list[list[Message]]:
+    """k folds of about equal size, each group shuffled with its own seeded
+    generator and dealt round-robin, so every fold holds each group's share."""
+    out: list[list[Message]] = [[] for _ in range(k)]
+    for group in GROUPS:
+        members = [m for m in messages if m.group == group]
+        random.Random(f"{seed}:folds:{group}").shuffle(members)
+        for i, m in enumerate(members):
+            out[i % k].append(m)
+    return out
+
+
 def materialize(chosen: list[Message], directory: Path) -> dict[str, Path]:
     """Each message as directory/<group>/<name>.eml without the mbox "From "
     separator line the corpus keeps (an MTA never sees it); both filters
