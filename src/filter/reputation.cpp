@@ -61,26 +61,32 @@ std::vector<std::string> url_domains(const ParsedMessage& message, const sender_
   return out;
 }
 
-asio::awaitable<Findings> check_reputation(dns::Resolver& resolver, const sender_auth::PublicSuffixList& psl,
-                                           const ParsedMessage& message, const ScanContext& context,
-                                           const ReputationPolicy& policy) {
+asio::awaitable<Findings> check_client_dnsbl(dns::Resolver& resolver, const std::string& client_address,
+                                             bool relay_client, const ReputationPolicy& policy) {
   Findings findings;
-  if (context.relay_client) co_return findings;
+  if (relay_client) co_return findings;
   asio::error_code ec;
-  const auto client = asio::ip::make_address(context.client_address, ec);
-  if (!ec) {
-    for (const std::string& zone : policy.dnsbl) {
-      const std::string name = blocklist_name(client, zone);  // named: see dns/resolver.cpp on GCC 12
-      const dns::Answer<asio::ip::address> answer = co_await resolver.addresses(name);
-      const auto listed = listing(answer);
-      if (listed) {
-        findings.add(Category::spam, "RCVD_IN_DNSBL", policy.dnsbl_score,
-                     context.client_address + " listed in " + zone + " (" + *listed + ")");
-        break;
-      }
+  const auto client = asio::ip::make_address(client_address, ec);
+  if (ec) co_return findings;
+  for (const std::string& zone : policy.dnsbl) {
+    const std::string name = blocklist_name(client, zone);  // named: see dns/resolver.cpp on GCC 12
+    const dns::Answer<asio::ip::address> answer = co_await resolver.addresses(name);
+    const auto listed = listing(answer);
+    if (listed) {
+      findings.add(Category::spam, "RCVD_IN_DNSBL", policy.dnsbl_score,
+                   client_address + " listed in " + zone + " (" + *listed + ")");
+      break;
     }
   }
-  if (policy.uribl.empty()) co_return findings;
+  co_return findings;
+}
+
+asio::awaitable<Findings> check_uribl(dns::Resolver& resolver, const sender_auth::PublicSuffixList& psl,
+                                      const ParsedMessage& message, bool relay_client,
+                                      const ReputationPolicy& policy) {
+  Findings findings;
+  if (relay_client || policy.uribl.empty()) co_return findings;
+  asio::error_code ec;
   for (const std::string& domain : url_domains(message, psl, policy.max_uribl_domains)) {
     const auto address = asio::ip::make_address(domain, ec);
     for (const std::string& zone : policy.uribl) {
@@ -94,6 +100,14 @@ asio::awaitable<Findings> check_reputation(dns::Resolver& resolver, const sender
       }
     }
   }
+  co_return findings;
+}
+
+asio::awaitable<Findings> check_reputation(dns::Resolver& resolver, const sender_auth::PublicSuffixList& psl,
+                                           const ParsedMessage& message, const ScanContext& context,
+                                           const ReputationPolicy& policy) {
+  Findings findings = co_await check_client_dnsbl(resolver, context.client_address, context.relay_client, policy);
+  findings.merge(co_await check_uribl(resolver, psl, message, context.relay_client, policy));
   co_return findings;
 }
 

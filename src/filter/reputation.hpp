@@ -40,6 +40,18 @@ std::string blocklist_name(const asio::ip::address& address, std::string_view zo
 std::vector<std::string> url_domains(const ParsedMessage& message, const sender_auth::PublicSuffixList& psl,
                                      std::size_t max);
 
+// The client address against policy.dnsbl (nothing for relay clients or an
+// unparsable address): needs only the connection, so the gateway starts it
+// when the client connects (ConnectChecks below).
+asio::awaitable<Findings> check_client_dnsbl(dns::Resolver& resolver, const std::string& client_address,
+                                             bool relay_client, const ReputationPolicy& policy);
+
+// The message's URL domains against policy.uribl (nothing for relay clients).
+asio::awaitable<Findings> check_uribl(dns::Resolver& resolver, const sender_auth::PublicSuffixList& psl,
+                                      const ParsedMessage& message, bool relay_client,
+                                      const ReputationPolicy& policy);
+
+// Both, one after the other (`mxgate check`).
 asio::awaitable<Findings> check_reputation(dns::Resolver& resolver, const sender_auth::PublicSuffixList& psl,
                                            const ParsedMessage& message, const ScanContext& context,
                                            const ReputationPolicy& policy);

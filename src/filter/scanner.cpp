@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -247,6 +249,25 @@ asio::awaitable<MilterOutcome> Scanner::run_milters(std::string_view content, co
   co_return outcome;
 }
 
+std::shared_ptr<ConnectChecks> Scanner::start_connect_checks(const asio::any_io_executor& executor,
+                                                             const std::string& client_address,
+                                                             bool relay_client, const std::string& peer) const {
+  if (resolver_ == nullptr || policy_.dnsbl.empty() || relay_client) return nullptr;
+  auto checks = std::make_shared<ConnectChecks>(executor);
+  ReputationPolicy lists{policy_.dnsbl, {}, policy_.dnsbl_score, policy_.uribl_score};
+  // The coroutine holds the state; the resolver and this scanner outlive
+  // every connection (main.cpp).
+  asio::co_spawn(
+      executor,
+      [this, checks, client_address, peer, lists]() -> asio::awaitable<void> {
+        Findings found = co_await check_client_dnsbl(*resolver_, client_address, false, lists);
+        for (const Finding& f : found.findings) log_line("filter: connect: client=" + peer + ": " + f.detail);
+        checks->complete(std::move(found));
+      },
+      asio::detached);
+  return checks;
+}
+
 asio::awaitable<Examination> Scanner::examine(std::string_view content, const ScanContext& context) const {
   using namespace asio::experimental::awaitable_operators;
   Examination out;
@@ -262,7 +283,14 @@ asio::awaitable<Examination> Scanner::examine(std::string_view content, const Sc
     auto reputation = [&]() -> asio::awaitable<Findings> {
       if (resolver_ == nullptr || (policy_.dnsbl.empty() && policy_.uribl.empty())) co_return Findings{};
       ReputationPolicy lists{policy_.dnsbl, policy_.uribl, policy_.dnsbl_score, policy_.uribl_score};
-      co_return co_await check_reputation(*resolver_, psl_, message, context, lists);
+      Findings found;
+      if (context.connect_checks) {
+        found = co_await context.connect_checks->findings();
+      } else {
+        found = co_await check_client_dnsbl(*resolver_, context.client_address, context.relay_client, lists);
+      }
+      found.merge(co_await check_uribl(*resolver_, psl_, message, context.relay_client, lists));
+      co_return found;
     };
     auto [antivirus, authentication, listed] = co_await (scan_parts(message) && sender() && reputation());
     antivirus.merge(std::move(authentication.findings));

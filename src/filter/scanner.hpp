@@ -21,6 +21,7 @@
 #include "dns/resolver.hpp"
 #include "filter/bayes.hpp"
 #include "filter/clamd_client.hpp"
+#include "filter/connect_checks.hpp"
 #include "filter/finding.hpp"
 #include "filter/parsed_message.hpp"
 #include "filter/rule_engine.hpp"
@@ -80,6 +81,14 @@ class Scanner {
   std::string describe() const;
   // Pings clamd once (for the start-up log): empty when it answered.
   asio::awaitable<std::string> check_clamd() const;
+
+  // Starts the connect-stage checks for a client on executor (the
+  // connection's); null when there is nothing to check (no resolver, no
+  // DNSBL zone, a relay client).  A listing is logged when it is found,
+  // under peer ("ip:port", naming the connection).
+  std::shared_ptr<ConnectChecks> start_connect_checks(const asio::any_io_executor& executor,
+                                                      const std::string& client_address, bool relay_client,
+                                                      const std::string& peer) const;
 
   // Every check, on the caller's executor.
   asio::awaitable<Examination> examine(std::string_view content, const ScanContext& context) const;

@@ -17,6 +17,7 @@
 
 #include <asio/awaitable.hpp>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +32,8 @@
 namespace mxgate::filter {
 
 // Who sent the message, as the SMTP session saw it.
+class ConnectChecks;
+
 struct ScanContext {
   std::string client_address;  // empty: no sender authentication (e.g. `mxgate check` without --client)
   std::uint16_t client_port = 0;
@@ -42,6 +45,9 @@ struct ScanContext {
   // The listener's milters, run in order after mxgate's own checks; null or
   // empty: none.  Owned by the server.
   const std::vector<milter::MilterEndpoint>* milters = nullptr;
+  // The connect-stage checks started for this connection
+  // (Scanner::start_connect_checks); null: they run with the message.
+  std::shared_ptr<ConnectChecks> connect_checks;
 };
 
 struct SenderCheck {

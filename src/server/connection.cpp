@@ -118,6 +118,7 @@ asio::awaitable<void> Connection::finish_message() {
   context.recipients = session_.envelope().recipients;
   context.queue_id = session_.envelope().id;
   context.milters = &host_.milters(listener_);
+  context.connect_checks = connect_checks_;
   const filter::ScanOutcome outcome = co_await scanner->scan(session_.content(), context);
   const filter::Verdict& verdict = outcome.verdict;
   const auto& policy = scanner->policy();
@@ -162,6 +163,8 @@ asio::awaitable<void> Connection::run() {
   auto self = shared_from_this();
   asio::co_spawn(socket_.get_executor(), watchdog(), asio::detached);
   const auto& timeouts = host_.timeouts();
+  if (const filter::Scanner* scanner = host_.scanner())
+    connect_checks_ = scanner->start_connect_checks(socket_.get_executor(), client_ip_, session_.relay_client(), peer_);
 
   bool open = true;
   if (listener_.tls == config::TlsMode::implicit) open = co_await handshake();

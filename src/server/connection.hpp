@@ -17,6 +17,10 @@
 #include "tls/stream.hpp"
 #include "util/deadline.hpp"
 
+namespace mxgate::filter {
+class ConnectChecks;
+}  // namespace mxgate::filter
+
 namespace mxgate::server {
 
 class ConnectionHost;
@@ -62,6 +66,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string peer_;  // "ip:port" for logs
   std::uint16_t peer_port_ = 0;
   std::string client_ip_;
+  // The connect-stage filter checks of this client (null: none).
+  std::shared_ptr<filter::ConnectChecks> connect_checks_;
   std::string tls_failure_;
   smtp::Session session_;
   std::unique_ptr<char[]> read_buffer_;

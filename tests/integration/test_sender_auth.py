@@ -12,6 +12,7 @@ quarantine, and the verdict in the log.
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import subprocess
 import tempfile
@@ -184,6 +185,20 @@ class SenderAuthTest(unittest.TestCase):
         self.assertIn("RCVD_IN_DNSBL", self.held(server))
         server.wait_for_log(r"action=quarantine .*rules=.*RCVD_IN_DNSBL=6\.0")
         self.assertEqual(server.maildir_files(), [])
+
+    def test_the_client_is_looked_up_once_at_connect_for_every_message(self):
+        server = self.gateway(dnsbl=["bl.test"])
+        with server.session() as c:
+            # Before any MAIL: the lookup ran at the connect stage.
+            server.wait_for_log(r"filter: connect: client=127\.0\.0\.1:\d+: 127\.0\.0\.1 listed in bl\.test")
+            for n in range(2):
+                content = self.sign(message("Bob <bob@partner.test>", f"listed {n}"))
+                self.assertEqual(c.send_message("bob@partner.test", ["carol@example.test"], content).code, 250)
+        port = server.wait_for_log(r"session end: client=127\.0\.0\.1:(\d+) .*messages=2").group(1)
+        log = server.log_text()
+        self.assertEqual(len(re.findall(rf"filter: connect: client=127\.0\.0\.1:{port}: ", log)), 1, log)
+        self.assertEqual(len(re.findall(rf"client=127\.0\.0\.1:{port} .*action=quarantine .*RCVD_IN_DNSBL=6\.0",
+                                        log)), 2, log)
 
     def test_a_listed_url_domain_is_spam_and_its_twin_passes(self):
         server = self.gateway(uribl=["uribl.test"])
