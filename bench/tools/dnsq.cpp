@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "dns/resolver.hpp"
+#include "resolver_args.hpp"
 
 namespace {
 
@@ -70,14 +71,6 @@ std::string_view to_string(Status status) {
   return "?";
 }
 
-std::optional<unsigned long> parse_number(std::string_view text) {
-  unsigned long value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) {
-    return std::nullopt;
-  }
-  return value;
-}
 
 template <class T, class Print>
 std::string render(const Answer<T>& answer, std::chrono::steady_clock::duration elapsed, Print print) {
@@ -114,7 +107,7 @@ asio::awaitable<void> run_job(Resolver* resolver, Job& job) {
   } else {  // TLSA, checked in main
     const std::string_view rest = std::string_view(job.name).substr(1);
     const auto dot = rest.find('.');
-    const auto port = static_cast<std::uint16_t>(*parse_number(rest.substr(0, dot)));
+    const auto port = static_cast<std::uint16_t>(*mxgate::bench::parse_number(rest.substr(0, dot)));
     std::string host(rest.substr(dot + std::string_view("._tcp.").size()));
     asio::awaitable<Answer<mxgate::dns::TlsaRecord>> lookup = resolver->tlsa(port, std::move(host));
     Answer<mxgate::dns::TlsaRecord> answer = co_await std::move(lookup);
@@ -138,7 +131,7 @@ bool valid_tlsa_name(std::string_view name) {
   if (dot == std::string_view::npos) {
     return false;
   }
-  const auto port = parse_number(name.substr(1, dot - 1));
+  const auto port = mxgate::bench::parse_number(name.substr(1, dot - 1));
   return port && *port >= 1 && *port <= 65535 && name.substr(dot).starts_with("._tcp.") &&
          name.size() > dot + std::string_view("._tcp.").size();
 }
@@ -166,34 +159,12 @@ int main(int argc, char** argv) {
         return usage(std::string(arg) + " needs a value");
       }
       const std::string_view value = args[++i];
-      if (arg == "--stub") {
-        const auto eq = value.find('=');
-        if (eq == std::string_view::npos || eq == 0 || eq + 1 == value.size()) {
-          return usage("--stub wants ZONE=ADDR[,ADDR...]");
+      if (auto applied = mxgate::bench::apply_resolver_arg(arg, value, options)) {
+        if (!applied->empty()) {
+          return usage(*applied);
         }
-        mxgate::dns::StubZone zone{std::string(value.substr(0, eq)), {}};
-        std::string_view rest = value.substr(eq + 1);
-        for (;;) {
-          const auto comma = rest.find(',');
-          zone.addresses.emplace_back(rest.substr(0, comma));
-          if (comma == std::string_view::npos) {
-            break;
-          }
-          rest.remove_prefix(comma + 1);
-        }
-        options.stub_zones.push_back(std::move(zone));
-      } else if (arg == "--ta") {
-        options.trust_anchors.emplace_back(value);
-      } else if (arg == "--ta-file") {
-        options.trust_anchor_files.emplace_back(std::string(value));
-      } else if (arg == "--timeout-ms") {
-        const auto ms = parse_number(value);
-        if (!ms || *ms == 0) {
-          return usage("--timeout-ms wants a positive number");
-        }
-        options.query_timeout = std::chrono::milliseconds(*ms);
       } else if (arg == "--destroy-after-ms") {
-        destroy_after_ms = parse_number(value);
+        destroy_after_ms = mxgate::bench::parse_number(value);
         if (!destroy_after_ms) {
           return usage("--destroy-after-ms wants a number");
         }

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "dns/resolver.hpp"
+#include "resolver_args.hpp"
 #include "sender_auth/spf.hpp"
 
 namespace {
@@ -51,14 +52,6 @@ constexpr std::string_view kUsage =
     "       spfq [options] --helo IP HELO\n"
     "SENDER \"\" or \"<>\" is the null sender (checked as postmaster@HELO)\n";
 
-std::optional<unsigned long> parse_number(std::string_view text) {
-  unsigned long value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) {
-    return std::nullopt;
-  }
-  return value;
-}
 
 // One line of output must stay one line whatever a TXT record says.
 std::string one_line(std::string_view text) {
@@ -108,34 +101,12 @@ int main(int argc, char** argv) {
       return usage(std::string(arg) + " needs a value");
     }
     const std::string_view value = args[++i];
-    if (arg == "--stub") {
-      const auto eq = value.find('=');
-      if (eq == std::string_view::npos || eq == 0 || eq + 1 == value.size()) {
-        return usage("--stub wants ZONE=ADDR[,ADDR...]");
+    if (auto applied = mxgate::bench::apply_resolver_arg(arg, value, options)) {
+      if (!applied->empty()) {
+        return usage(*applied);
       }
-      mxgate::dns::StubZone zone{std::string(value.substr(0, eq)), {}};
-      std::string_view rest = value.substr(eq + 1);
-      for (;;) {
-        const auto comma = rest.find(',');
-        zone.addresses.emplace_back(rest.substr(0, comma));
-        if (comma == std::string_view::npos) {
-          break;
-        }
-        rest.remove_prefix(comma + 1);
-      }
-      options.stub_zones.push_back(std::move(zone));
-    } else if (arg == "--ta") {
-      options.trust_anchors.emplace_back(value);
-    } else if (arg == "--ta-file") {
-      options.trust_anchor_files.emplace_back(std::string(value));
-    } else if (arg == "--timeout-ms") {
-      const auto ms = parse_number(value);
-      if (!ms || *ms == 0) {
-        return usage("--timeout-ms wants a positive number");
-      }
-      options.query_timeout = std::chrono::milliseconds(*ms);
     } else if (arg == "--max-lookups" || arg == "--max-void" || arg == "--max-mx") {
-      const auto n = parse_number(value);
+      const auto n = mxgate::bench::parse_number(value);
       if (!n || *n > 1000000) {
         return usage(std::string(arg) + " wants a number up to 1000000");
       }
