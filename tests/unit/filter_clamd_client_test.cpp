@@ -48,6 +48,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon_fixture.hpp"
 #include "temp_dir.hpp"
 
 namespace mxgate::filter {
@@ -56,79 +57,18 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
+using test_support::clamd_pings;
+using test_support::Daemon;
+using test_support::eicar;
+using test_support::free_tcp_port;
+using test_support::hex;
+using test_support::ms_since;
+using test_support::read_text;
 
 constexpr const char* kClamd = "/usr/sbin/clamd";
 constexpr const char* kTestFiles = "/usr/share/clamav-testfiles";
-constexpr std::chrono::seconds kStartTimeout{30};
 constexpr std::chrono::seconds kStopTimeout{10};
 constexpr std::size_t kClamdStreamMax = std::size_t{1} << 20;  // the fixture's StreamMaxLength 1M
-
-// The EICAR test string, joined at run time from two halves.
-std::string eicar() {
-  static const char* const kHalves[2] = {"X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-                                         "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"};
-  return std::string(kHalves[0]) + kHalves[1];
-}
-
-std::string hex(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (const char c : bytes) {
-    out += kHex[static_cast<unsigned char>(c) >> 4];
-    out += kHex[static_cast<unsigned char>(c) & 0xf];
-  }
-  return out;
-}
-
-long long ms_since(Clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-std::uint16_t free_tcp_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof address;
-  std::uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) == 0)
-    port = ntohs(address.sin_port);
-  ::close(fd);
-  return port;
-}
-
-// One blocking zPING over the Unix socket, 1 s per step: true on "PONG".
-bool pings(const fs::path& socket_path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  timeval second{1, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &second, sizeof second);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, socket_path.c_str(), sizeof address.sun_path - 1);
-  char reply[16] = {};
-  std::size_t got = 0;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-      ::send(fd, "zPING", 6, MSG_NOSIGNAL) == 6) {
-    while (got < sizeof reply) {
-      const ssize_t n = ::recv(fd, reply + got, sizeof reply - got, 0);
-      if (n <= 0) break;
-      got += static_cast<std::size_t>(n);
-      if (std::memchr(reply, '\0', got) != nullptr) break;
-    }
-  }
-  ::close(fd);
-  return got == 5 && std::memcmp(reply, "PONG", 5) == 0;
-}
 
 // One clamd in the foreground, its config, database, socket and logs in dir.
 class ClamdDaemon {
@@ -139,12 +79,9 @@ class ClamdDaemon {
   };
 
   ClamdDaemon(fs::path dir, Options options) : dir_(std::move(dir)), options_(options) {}
-  ~ClamdDaemon() { stop(); }
-  ClamdDaemon(const ClamdDaemon&) = delete;
-  ClamdDaemon& operator=(const ClamdDaemon&) = delete;
 
-  // Writes the files, starts clamd and waits (at most kStartTimeout) until it
-  // answers PING.  With tcp, a port taken in the meantime is retried twice.
+  // Writes the files, starts clamd and waits until it answers PING.  With
+  // tcp, a port taken in the meantime is retried twice.
   Result<void> start() {
     fs::create_directories(dir_);
     std::ofstream(dir_ / "test.ndb") << "Eicar-Signature:0:*:" << hex(eicar()) << "\n";
@@ -153,29 +90,19 @@ class ClamdDaemon {
     for (int attempt = 0; attempt < (options_.tcp ? 3 : 1); ++attempt) {
       if (options_.tcp) port_ = free_tcp_port();
       write_conf();
-      auto started = spawn_and_wait();
+      std::error_code ignored;
+      fs::remove(socket_path(), ignored);
+      fs::remove(dir_ / "clamd.log", ignored);
+      auto started = daemon_.start({kClamd, "-c", (dir_ / "clamd.conf").string()}, dir_ / "clamd.out",
+                                   [this] { return fs::exists(socket_path()) && clamd_pings(socket_path()); });
       if (started) return started;
-      failure = started.error();
-      stop();
+      failure = started.error() + read_text(dir_ / "clamd.log");
+      daemon_.stop();
     }
     return make_error(failure);
   }
 
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    const auto until = Clock::now() + kStopTimeout;
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (Clock::now() > until) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    pid_ = -1;
-  }
+  void stop() { daemon_.stop(); }
 
   fs::path socket_path() const { return dir_ / "clamd.sock"; }
   ClamdEndpoint endpoint() const {
@@ -184,8 +111,8 @@ class ClamdDaemon {
   ClamdEndpoint tcp_endpoint() const {
     return ClamdEndpoint{ClamdEndpoint::Kind::tcp, "", "127.0.0.1", port_};
   }
-  std::chrono::milliseconds start_time() const { return start_time_; }
-  std::string log() const { return read_text(dir_ / "clamd.out") + read_text(dir_ / "clamd.log"); }
+  std::chrono::milliseconds start_time() const { return daemon_.start_time(); }
+  std::string log() const { return daemon_.output() + read_text(dir_ / "clamd.log"); }
 
  private:
   void write_conf() {
@@ -199,52 +126,10 @@ class ClamdDaemon {
     if (options_.tcp) conf << "TCPSocket " << port_ << "\nTCPAddr 127.0.0.1\n";
   }
 
-  Result<void> spawn_and_wait() {
-    std::error_code ignored;
-    fs::remove(socket_path(), ignored);
-    fs::remove(dir_ / "clamd.log", ignored);
-    const std::string conf = (dir_ / "clamd.conf").string();
-    const int out = ::open((dir_ / "clamd.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (out < 0 || null < 0) return make_error("cannot open clamd.out or /dev/null");
-    const pid_t parent = ::getpid();
-    const auto start = Clock::now();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      // Only async-signal-safe calls between fork and exec.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      ::dup2(null, 0);
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-      ::execl(kClamd, "clamd", "-c", conf.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(out);
-    ::close(null);
-    if (pid_ < 0) return make_error(std::string("fork: ") + std::strerror(errno));
-
-    while (Clock::now() - start < kStartTimeout) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return make_error("clamd exited with status " + std::to_string(status) + ":\n" + log());
-      }
-      if (fs::exists(socket_path()) && pings(socket_path())) {
-        start_time_ = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-        return {};
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return make_error("clamd did not answer PING within " + std::to_string(kStartTimeout.count()) + " s:\n" +
-                      log());
-  }
-
   fs::path dir_;
   Options options_;
-  pid_t pid_ = -1;
+  Daemon daemon_{"clamd", kStopTimeout};
   std::uint16_t port_ = 0;
-  std::chrono::milliseconds start_time_{0};
 };
 
 // Runs one coroutine on io to completion (bounded), as the gateway does.

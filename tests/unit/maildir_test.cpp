@@ -246,7 +246,12 @@ TEST_F(SchedulerMaildirTest, DefersWhileTheMaildirIsBrokenThenRetries) {
 
   fs::remove(new_dir());
   fs::create_directory(new_dir());
-  const bool done = wait_for([&] { return files_in(new_dir()).size() == 1 && spool->list().empty(); });
+  // The queue file and then the state file are unlinked (one disk job on
+  // another thread): wait for both, not for the first alone.
+  const bool done = wait_for([&] {
+    return files_in(new_dir()).size() == 1 && spool->list().empty() &&
+           !fs::exists(dir.path() / "spool" / "state" / id);
+  });
   scheduler->stop();
   const std::string log = testing::internal::GetCapturedStderr();
   ASSERT_TRUE(done) << log;

@@ -58,6 +58,7 @@
 
 #include "milter/codec.hpp"
 #include "sender_auth/dkim.hpp"
+#include "daemon_fixture.hpp"
 #include "temp_dir.hpp"
 
 namespace mxgate::milter {
@@ -66,199 +67,30 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
+using test_support::clamd_pings;
+using test_support::Daemon;
+using test_support::eicar;
+using test_support::free_tcp_port;
+using test_support::hex;
+using test_support::ms_since;
+using test_support::probe_exchange;
+using test_support::read_text;
+using test_support::write_text;
 
 constexpr const char* kClamd = "/usr/sbin/clamd";
 constexpr const char* kClamavMilter = "/usr/sbin/clamav-milter";
 constexpr const char* kOpendkim = "/usr/sbin/opendkim";
 constexpr const char* kOpendkimGenkey = "/usr/sbin/opendkim-genkey";
-constexpr std::chrono::seconds kStartTimeout{30};
 constexpr std::chrono::milliseconds kStopGrace{200};
 constexpr std::chrono::milliseconds kMilterTimeout{10000};
-
-// The EICAR test string, joined at run time from two halves.
-std::string eicar() {
-  static const char* const kHalves[2] = {"X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-                                         "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"};
-  return std::string(kHalves[0]) + kHalves[1];
-}
-
-std::string hex(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (const char c : bytes) {
-    out += kHex[static_cast<unsigned char>(c) >> 4];
-    out += kHex[static_cast<unsigned char>(c) & 0xf];
-  }
-  return out;
-}
-
-long long ms_since(Clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-void write_text(const fs::path& path, std::string_view text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
-std::uint16_t free_tcp_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof address;
-  std::uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) == 0)
-    port = ntohs(address.sin_port);
-  ::close(fd);
-  return port;
-}
-
-// A blocking connection with 1 s timeouts, for the readiness probes.
-int probe_connect(const MilterEndpoint& endpoint) {
-  int fd = -1;
-  if (endpoint.kind == MilterEndpoint::Kind::unix_socket) {
-    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, endpoint.path.c_str(), sizeof address.sun_path - 1);
-    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-      ::close(fd);
-      return -1;
-    }
-  } else {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(endpoint.port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-      ::close(fd);
-      return -1;
-    }
-  }
-  if (fd < 0) return -1;
-  timeval second{1, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &second, sizeof second);
-  return fd;
-}
-
-// Sends `request`, reads until `reply_size` bytes came; the bytes read.
-std::string probe_exchange(const MilterEndpoint& endpoint, std::string_view request, std::size_t reply_size) {
-  const int fd = probe_connect(endpoint);
-  if (fd < 0) return {};
-  std::string reply;
-  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
-    char buffer[256];
-    while (reply.size() < reply_size) {
-      const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-      if (n <= 0) break;
-      reply.append(buffer, static_cast<std::size_t>(n));
-    }
-  }
-  ::close(fd);
-  return reply;
-}
-
-// clamd answers zPING with PONG.
-bool clamd_pings(const fs::path& socket_path) {
-  return probe_exchange(MilterEndpoint{MilterEndpoint::Kind::unix_socket, socket_path.string(), "", 0},
-                        std::string_view("zPING\0", 6), 5) == std::string_view("PONG\0", 5);
-}
 
 // A milter answers SMFIC_OPTNEG with its own (4 + 1 + 12 bytes at least).
 bool milter_negotiates(const MilterEndpoint& endpoint) {
   const std::string reply = probe_exchange(
-      endpoint, encode_option_negotiation(6, MilterSession::kOfferedActions, MilterSession::kOfferedProtocol),
-      17);
+      endpoint.kind == MilterEndpoint::Kind::unix_socket ? endpoint.path : std::string(), endpoint.port,
+      encode_option_negotiation(6, MilterSession::kOfferedActions, MilterSession::kOfferedProtocol), 17);
   return reply.size() >= 17 && reply[4] == 'O';
 }
-
-// One daemon in the foreground; its stdout and stderr go to a file.
-class Daemon {
- public:
-  explicit Daemon(std::string name) : name_(std::move(name)) {}
-  ~Daemon() { stop(); }
-  Daemon(const Daemon&) = delete;
-  Daemon& operator=(const Daemon&) = delete;
-
-  // Starts argv and waits (at most kStartTimeout) until ready() is true.
-  Result<void> start(const std::vector<std::string>& argv, const fs::path& output,
-                     const std::function<bool()>& ready) {
-    output_ = output;
-    std::vector<char*> args;
-    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-    args.push_back(nullptr);
-    const int out = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (out < 0 || null < 0) return make_error("cannot open " + output.string() + " or /dev/null");
-    const pid_t parent = ::getpid();
-    const auto start = Clock::now();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      // Only async-signal-safe calls between fork and exec.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      ::dup2(null, 0);
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
-    ::close(out);
-    ::close(null);
-    if (pid_ < 0) return make_error(std::string("fork: ") + std::strerror(errno));
-    while (Clock::now() - start < kStartTimeout) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return make_error(name_ + " exited with status " + std::to_string(status) + ":\n" +
-                          read_text(output));
-      }
-      if (ready()) {
-        start_time_ = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-        return {};
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    return make_error(name_ + " was not ready within " + std::to_string(kStartTimeout.count()) + " s:\n" +
-                      read_text(output));
-  }
-
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    const auto until = Clock::now() + kStopGrace;
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (Clock::now() > until) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    pid_ = -1;
-  }
-
-  std::chrono::milliseconds start_time() const { return start_time_; }
-  std::string output() const { return read_text(output_); }
-
- private:
-  std::string name_;
-  fs::path output_;
-  pid_t pid_ = -1;
-  std::chrono::milliseconds start_time_{0};
-};
 
 // Runs a command to its end (bounded); its exit status and output.
 struct CommandResult {
@@ -267,7 +99,6 @@ struct CommandResult {
 };
 CommandResult run_command(const std::vector<std::string>& argv, const fs::path& output,
                           std::chrono::seconds bound = 30s) {
-  Daemon command(argv[0]);
   CommandResult result;
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
@@ -452,8 +283,8 @@ class ClamavMilterTest : public testing::Test {
   }
 
   test_support::TempDir dir_{"milter"};
-  Daemon clamd_{"clamd"};
-  Daemon milter_{"clamav-milter"};  // stopped before clamd, both before dir_ is removed
+  Daemon clamd_{"clamd", kStopGrace};
+  Daemon milter_{"clamav-milter", kStopGrace};  // stopped before clamd, both before dir_ is removed
   asio::io_context io_;
 };
 
@@ -632,7 +463,7 @@ class OpendkimTest : public testing::Test {
 
   test_support::TempDir dir_{"milter-dkim"};
   std::string key_record_;
-  Daemon opendkim_{"opendkim"};
+  Daemon opendkim_{"opendkim", kStopGrace};
   asio::io_context io_;
 };
 
