@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "daemon_fixture.hpp"
+#include "run_coroutine.hpp"
 #include "temp_dir.hpp"
 
 namespace mxgate::filter {
@@ -132,30 +133,7 @@ class ClamdDaemon {
   std::uint16_t port_ = 0;
 };
 
-// Runs one coroutine on io to completion (bounded), as the gateway does.
-// Fake servers may keep io busy forever, hence stop() at the end.
-template <class T>
-std::optional<T> run(asio::io_context& io, asio::awaitable<T> op, std::chrono::seconds bound = 60s) {
-  std::optional<T> out;
-  bool threw = false;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        out.emplace(co_await std::move(op));
-        io.stop();
-      },
-      [&](std::exception_ptr e) {
-        if (e) {
-          threw = true;
-          io.stop();
-        }
-      });
-  io.restart();
-  io.run_for(bound);
-  EXPECT_FALSE(threw) << "an exception escaped";
-  EXPECT_TRUE(out.has_value()) << "did not finish within " << bound.count() << " s";
-  return out;
-}
+using test_support::run;
 
 Result<ClamdVerdict> scan(asio::io_context& io, const ClamdEndpoint& endpoint, std::string_view data,
                           ClamdScanOptions options = {}) {
