@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "archive_fixture.hpp"
+
 namespace mxgate::filter {
 namespace {
 
@@ -23,79 +25,16 @@ using namespace std::string_literals;
 
 // ---- fixtures ----------------------------------------------------------------
 
-struct ArchiveWriteFree {
-  void operator()(archive* a) const noexcept { archive_write_free(a); }
-};
-
-enum class Format { zip, seven_zip, tar_gz, gzip_raw, iso };
-
-struct Entry {
-  std::string name;
-  std::string data;
-};
-
-la_ssize_t append_to_string(archive*, void* out, const void* buffer, std::size_t length) {
-  static_cast<std::string*>(out)->append(static_cast<const char*>(buffer), length);
-  return static_cast<la_ssize_t>(length);
-}
-
-// options/passphrase: e.g. "zip:encryption=zipcrypt" and "infected".
-std::string make_archive(Format format, const std::vector<Entry>& entries, const char* options = nullptr,
-                         const char* passphrase = nullptr) {
-  std::string out;
-  std::unique_ptr<archive, ArchiveWriteFree> writer(archive_write_new());
-  archive* a = writer.get();
-  switch (format) {
-    case Format::zip:
-      archive_write_set_format_zip(a);
-      break;
-    case Format::seven_zip:
-      archive_write_set_format_7zip(a);
-      break;
-    case Format::tar_gz:
-      archive_write_set_format_pax_restricted(a);
-      archive_write_add_filter_gzip(a);
-      break;
-    case Format::gzip_raw:
-      archive_write_set_format_raw(a);
-      archive_write_add_filter_gzip(a);
-      break;
-    case Format::iso:
-      archive_write_set_format_iso9660(a);
-      break;
-  }
-  if (options) {
-    EXPECT_EQ(archive_write_set_options(a, options), ARCHIVE_OK) << archive_error_string(a);
-  }
-  if (passphrase) {
-    EXPECT_EQ(archive_write_set_passphrase(a, passphrase), ARCHIVE_OK);
-  }
-  archive_write_set_bytes_in_last_block(a, 1);
-  EXPECT_EQ(archive_write_open2(a, &out, nullptr, append_to_string, nullptr, nullptr), ARCHIVE_OK);
-  for (const auto& e : entries) {
-    archive_entry* entry = archive_entry_new();
-    archive_entry_set_pathname_utf8(entry, e.name.c_str());
-    archive_entry_set_size(entry, static_cast<la_int64_t>(e.data.size()));
-    archive_entry_set_filetype(entry, AE_IFREG);
-    archive_entry_set_perm(entry, 0644);
-    EXPECT_EQ(archive_write_header(a, entry), ARCHIVE_OK) << archive_error_string(a);
-    EXPECT_EQ(archive_write_data(a, e.data.data(), e.data.size()), static_cast<la_ssize_t>(e.data.size()));
-    archive_entry_free(entry);
-  }
-  EXPECT_EQ(archive_write_close(a), ARCHIVE_OK);
-  return out;
-}
+using Format = test_support::ArchiveFormat;
+using Entry = test_support::ArchiveEntry;
+using test_support::append_to_string;
+using test_support::ArchiveWriteFree;
+using test_support::make_archive;
+using test_support::put16;
+using test_support::put32;
 
 std::string zip(const std::vector<Entry>& entries) { return make_archive(Format::zip, entries); }
 
-void put16(std::string& b, std::size_t at, std::uint16_t v) {
-  b[at] = static_cast<char>(v & 0xFF);
-  b[at + 1] = static_cast<char>(v >> 8);
-}
-void put32(std::string& b, std::size_t at, std::uint32_t v) {
-  put16(b, at, static_cast<std::uint16_t>(v & 0xFFFF));
-  put16(b, at + 2, static_cast<std::uint16_t>(v >> 16));
-}
 void put64(std::string& b, std::size_t at, std::uint64_t v) {
   put32(b, at, static_cast<std::uint32_t>(v));
   put32(b, at + 4, static_cast<std::uint32_t>(v >> 32));
