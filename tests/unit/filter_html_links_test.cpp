@@ -39,6 +39,26 @@ TEST(HtmlLinks, ScriptAndStyleAreNotVisibleText) {
   EXPECT_EQ(scan.links[0].text, "Visible text");
 }
 
+TEST(HtmlText, TheDocumentReadsAsTheReaderSeesIt) {
+  const auto scan = scan_html(
+      "<html><head><title>T</title><style>p{color:red}</style></head><body>"
+      "<table><tr><td>cell</td><td>two</td></tr></table>"
+      "<p>Dear&nbsp;customer,\n\n   click <a href='https://x.test/'>here</a>!</p>"
+      "<script>var hidden = 'not shown';</script><!-- a comment --></body></html>");
+  EXPECT_EQ(scan.text, "T cell two Dear customer, click here!");
+}
+
+TEST(HtmlText, TheTextIsCutAtItsLimitOnACharacterBoundary) {
+  std::string text;
+  while (text.size() < kMaxHtmlTextBytes + 100) text += "\xc3\xa4";  // "ä" repeated
+  const auto scan = scan_html("<p>" + text + "</p>");
+  EXPECT_LE(scan.text.size(), kMaxHtmlTextBytes);
+  EXPECT_GE(scan.text.size(), kMaxHtmlTextBytes - 2);
+  EXPECT_EQ(scan.text.size() % 2, 0u);  // whole two-byte characters only
+  EXPECT_EQ(scan.text.substr(0, 4), "\xc3\xa4\xc3\xa4");
+  EXPECT_FALSE(scan.truncated);  // the text limit does not cut links or forms
+}
+
 TEST(HtmlLinks, LinkTextIsCutAtTheLimitOnACharacterBoundary) {
   std::string text;
   while (text.size() < kMaxLinkTextBytes * 2) text += "\xc3\xa4x";  // "äx" repeated
