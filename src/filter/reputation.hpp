@@ -42,7 +42,7 @@ std::vector<std::string> url_domains(const ParsedMessage& message, const sender_
 
 // The client address against policy.dnsbl (nothing for relay clients or an
 // unparsable address): needs only the connection, so the gateway starts it
-// when the client connects (ConnectChecks below).
+// when the client connects (Scanner::start_client_dnsbl).
 asio::awaitable<Findings> check_client_dnsbl(dns::Resolver& resolver, const std::string& client_address,
                                              bool relay_client, const ReputationPolicy& policy);
 

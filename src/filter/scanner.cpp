@@ -249,11 +249,11 @@ asio::awaitable<MilterOutcome> Scanner::run_milters(std::string_view content, co
   co_return outcome;
 }
 
-std::shared_ptr<ConnectChecks> Scanner::start_connect_checks(const asio::any_io_executor& executor,
-                                                             const std::string& client_address,
-                                                             bool relay_client, const std::string& peer) const {
+std::shared_ptr<PendingResult<Findings>> Scanner::start_client_dnsbl(const asio::any_io_executor& executor,
+                                                                     const std::string& client_address,
+                                                                     bool relay_client, const std::string& peer) const {
   if (resolver_ == nullptr || policy_.dnsbl.empty() || relay_client) return nullptr;
-  auto checks = std::make_shared<ConnectChecks>(executor);
+  auto checks = std::make_shared<PendingResult<Findings>>(executor);
   ReputationPolicy lists{policy_.dnsbl, {}, policy_.dnsbl_score, policy_.uribl_score};
   // The coroutine holds the state; the resolver and this scanner outlive
   // every connection (main.cpp).
@@ -266,6 +266,27 @@ std::shared_ptr<ConnectChecks> Scanner::start_connect_checks(const asio::any_io_
       },
       asio::detached);
   return checks;
+}
+
+std::shared_ptr<PendingResult<sender_auth::SpfVerdict>> Scanner::start_mail_from_spf(
+    const asio::any_io_executor& executor, const std::string& client_address, bool relay_client,
+    const std::string& helo, const std::string& sender, const std::string& peer) const {
+  if (resolver_ == nullptr || relay_client) return nullptr;
+  asio::error_code ec;
+  const auto client = asio::ip::make_address(client_address, ec);
+  if (ec) return nullptr;
+  auto spf = std::make_shared<PendingResult<sender_auth::SpfVerdict>>(executor);
+  asio::co_spawn(
+      executor,
+      [this, spf, client, helo, sender, peer]() -> asio::awaitable<void> {
+        auto check = sender_auth::check_spf_mail_from(*resolver_, client, helo, sender);
+        sender_auth::SpfVerdict verdict = co_await std::move(check);
+        log_line("filter: mail: client=" + peer + " from=<" + sender + ">: spf=" +
+                 std::string(sender_auth::to_string(verdict.result)));
+        spf->complete(std::move(verdict));
+      },
+      asio::detached);
+  return spf;
 }
 
 asio::awaitable<Examination> Scanner::examine(std::string_view content, const ScanContext& context) const {
@@ -284,8 +305,8 @@ asio::awaitable<Examination> Scanner::examine(std::string_view content, const Sc
       if (resolver_ == nullptr || (policy_.dnsbl.empty() && policy_.uribl.empty())) co_return Findings{};
       ReputationPolicy lists{policy_.dnsbl, policy_.uribl, policy_.dnsbl_score, policy_.uribl_score};
       Findings found;
-      if (context.connect_checks) {
-        found = co_await context.connect_checks->findings();
+      if (context.client_dnsbl) {
+        found = co_await context.client_dnsbl->get();
       } else {
         found = co_await check_client_dnsbl(*resolver_, context.client_address, context.relay_client, lists);
       }

@@ -21,7 +21,6 @@
 #include "dns/resolver.hpp"
 #include "filter/bayes.hpp"
 #include "filter/clamd_client.hpp"
-#include "filter/connect_checks.hpp"
 #include "filter/finding.hpp"
 #include "filter/parsed_message.hpp"
 #include "filter/rule_engine.hpp"
@@ -82,13 +81,19 @@ class Scanner {
   // Pings clamd once (for the start-up log): empty when it answered.
   asio::awaitable<std::string> check_clamd() const;
 
-  // Starts the connect-stage checks for a client on executor (the
-  // connection's); null when there is nothing to check (no resolver, no
+  // The connect stage: starts the client's DNSBL lookup on executor (the
+  // connection's); null when there is nothing to look up (no resolver, no
   // DNSBL zone, a relay client).  A listing is logged when it is found,
   // under peer ("ip:port", naming the connection).
-  std::shared_ptr<ConnectChecks> start_connect_checks(const asio::any_io_executor& executor,
-                                                      const std::string& client_address, bool relay_client,
-                                                      const std::string& peer) const;
+  std::shared_ptr<PendingResult<Findings>> start_client_dnsbl(const asio::any_io_executor& executor,
+                                                              const std::string& client_address, bool relay_client,
+                                                              const std::string& peer) const;
+  // The MAIL stage: starts SPF for the MAIL FROM identity (RFC 7208 section
+  // 2.4) as soon as MAIL is accepted; null without a resolver, for a relay
+  // client or an unparsable address.  The result is logged when it is in.
+  std::shared_ptr<PendingResult<sender_auth::SpfVerdict>> start_mail_from_spf(
+      const asio::any_io_executor& executor, const std::string& client_address, bool relay_client,
+      const std::string& helo, const std::string& sender, const std::string& peer) const;
 
   // Every check, on the caller's executor.
   asio::awaitable<Examination> examine(std::string_view content, const ScanContext& context) const;

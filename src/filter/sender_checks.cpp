@@ -45,9 +45,14 @@ asio::awaitable<SenderCheck> check_sender(dns::Resolver& resolver, const PublicS
   const std::string spf_domain = context.sender.empty() ? context.helo : domain_of(context.sender);
   // Arguments as named values, not temporaries inside the co_await: GCC 12
   // may destroy such temporaries twice across the suspension.
-  std::string helo = context.helo, sender = context.sender;
-  auto spf_check = check_spf_mail_from(resolver, client, std::move(helo), std::move(sender));
-  const SpfVerdict spf = co_await std::move(spf_check);
+  SpfVerdict spf;
+  if (context.mail_from_spf) {
+    spf = co_await context.mail_from_spf->get();  // started when MAIL was accepted
+  } else {
+    std::string helo = context.helo, sender = context.sender;
+    auto spf_check = check_spf_mail_from(resolver, client, std::move(helo), std::move(sender));
+    spf = co_await std::move(spf_check);
+  }
   results.spf = spf;
   if (spf.result == SpfResult::fail) out.findings.add(Category::spam, "SPF_FAIL", 1.0, spf.reason);
   if (spf.result == SpfResult::softfail) out.findings.add(Category::spam, "SPF_SOFTFAIL", 0.7, spf.reason);

@@ -24,6 +24,8 @@
 
 #include "dns/resolver.hpp"
 #include "filter/finding.hpp"
+#include "filter/pending_result.hpp"
+#include "sender_auth/spf.hpp"
 #include "filter/parsed_message.hpp"
 #include "milter/client.hpp"
 #include "sender_auth/authentication_results.hpp"
@@ -32,8 +34,6 @@
 namespace mxgate::filter {
 
 // Who sent the message, as the SMTP session saw it.
-class ConnectChecks;
-
 struct ScanContext {
   std::string client_address;  // empty: no sender authentication (e.g. `mxgate check` without --client)
   std::uint16_t client_port = 0;
@@ -45,9 +45,12 @@ struct ScanContext {
   // The listener's milters, run in order after mxgate's own checks; null or
   // empty: none.  Owned by the server.
   const std::vector<milter::MilterEndpoint>* milters = nullptr;
-  // The connect-stage checks started for this connection
-  // (Scanner::start_connect_checks); null: they run with the message.
-  std::shared_ptr<ConnectChecks> connect_checks;
+  // Checks started before the end of DATA (pending_result.hpp); null: they
+  // run with the message.  The client's DNSBL listing, from the connect
+  // stage (Scanner::start_client_dnsbl), and SPF for this transaction's MAIL
+  // FROM, from the MAIL stage (Scanner::start_mail_from_spf).
+  std::shared_ptr<PendingResult<Findings>> client_dnsbl;
+  std::shared_ptr<PendingResult<sender_auth::SpfVerdict>> mail_from_spf;
 };
 
 struct SenderCheck {

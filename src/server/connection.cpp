@@ -100,6 +100,17 @@ asio::awaitable<bool> Connection::handshake() {
   co_return true;
 }
 
+void Connection::start_mail_stage_checks() {
+  const filter::Scanner* scanner = host_.scanner();
+  const std::string* sender = session_.mail_from();
+  if (scanner == nullptr || sender == nullptr || spf_transaction_ == session_.transactions_begun()) return;
+  // A new transaction was accepted by the step just taken: its SPF check
+  // runs while RCPT and the message come in.
+  spf_transaction_ = session_.transactions_begun();
+  mail_from_spf_ = scanner->start_mail_from_spf(socket_.get_executor(), client_ip_, session_.relay_client(),
+                                                session_.helo(), *sender, peer_);
+}
+
 asio::awaitable<void> Connection::finish_message() {
   const filter::Scanner* scanner = host_.scanner();
   if (scanner == nullptr) {
@@ -118,7 +129,8 @@ asio::awaitable<void> Connection::finish_message() {
   context.recipients = session_.envelope().recipients;
   context.queue_id = session_.envelope().id;
   context.milters = &host_.milters(listener_);
-  context.connect_checks = connect_checks_;
+  context.client_dnsbl = client_dnsbl_;
+  if (spf_transaction_ == session_.transactions_begun()) context.mail_from_spf = mail_from_spf_;
   const filter::ScanOutcome outcome = co_await scanner->scan(session_.content(), context);
   const filter::Verdict& verdict = outcome.verdict;
   const auto& policy = scanner->policy();
@@ -164,7 +176,7 @@ asio::awaitable<void> Connection::run() {
   asio::co_spawn(socket_.get_executor(), watchdog(), asio::detached);
   const auto& timeouts = host_.timeouts();
   if (const filter::Scanner* scanner = host_.scanner())
-    connect_checks_ = scanner->start_connect_checks(socket_.get_executor(), client_ip_, session_.relay_client(), peer_);
+    client_dnsbl_ = scanner->start_client_dnsbl(socket_.get_executor(), client_ip_, session_.relay_client(), peer_);
 
   bool open = true;
   if (listener_.tls == config::TlsMode::implicit) open = co_await handshake();
@@ -175,6 +187,7 @@ asio::awaitable<void> Connection::run() {
   }
   while (open) {
     smtp::Step step = session_.advance();
+    start_mail_stage_checks();
     if (!step.output.empty()) {
       arm(step.next == smtp::Next::close ? std::chrono::duration_cast<Clock::duration>(kFinalWriteTimeout)
                                          : timeouts.command);

@@ -13,13 +13,13 @@
 #include <string>
 
 #include "config/config.hpp"
+#include "filter/finding.hpp"
+#include "filter/pending_result.hpp"
+#include "sender_auth/spf.hpp"
 #include "smtp/session.hpp"
 #include "tls/stream.hpp"
 #include "util/deadline.hpp"
 
-namespace mxgate::filter {
-class ConnectChecks;
-}  // namespace mxgate::filter
 
 namespace mxgate::server {
 
@@ -66,8 +66,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string peer_;  // "ip:port" for logs
   std::uint16_t peer_port_ = 0;
   std::string client_ip_;
-  // The connect-stage filter checks of this client (null: none).
-  std::shared_ptr<filter::ConnectChecks> connect_checks_;
+  // Filter checks started before the message (null: none): the client's
+  // DNSBL lookup from the connect stage, SPF from the MAIL stage of
+  // transaction number spf_transaction_.
+  std::shared_ptr<filter::PendingResult<filter::Findings>> client_dnsbl_;
+  std::shared_ptr<filter::PendingResult<sender_auth::SpfVerdict>> mail_from_spf_;
+  std::uint64_t spf_transaction_ = 0;
+  void start_mail_stage_checks();
   std::string tls_failure_;
   smtp::Session session_;
   std::unique_ptr<char[]> read_buffer_;

@@ -457,6 +457,7 @@ void Session::cmd_mail(std::string_view args) {
   txn_->smtputf8 = params.smtputf8;
   txn_->body_8bitmime = params.body_8bitmime;
   txn_->declared_size = params.size.value_or(0);
+  ++transactions_begun_;
   reply(250, "2.1.0", "Ok");
 }
 

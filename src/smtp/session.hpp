@@ -111,6 +111,11 @@ class Session {
   Wait waiting_for() const;
   // A MAIL transaction (or its content) is in progress: shutdown waits for it.
   bool in_transaction() const { return txn_.has_value(); }
+  // Accepted MAIL commands so far, and the current transaction's reverse-path
+  // (null outside a transaction): checks that start at the MAIL stage (SPF)
+  // start once per transaction.
+  std::uint64_t transactions_begun() const { return transactions_begun_; }
+  const std::string* mail_from() const { return txn_ ? &txn_->sender : nullptr; }
   bool tls_active() const { return tls_.has_value(); }
   const std::optional<TlsInfo>& tls() const { return tls_; }
   const std::string& helo() const { return helo_; }
@@ -184,6 +189,7 @@ class Session {
   bool ehlo_ = false;
   std::optional<TlsInfo> tls_;
   std::optional<Transaction> txn_;
+  std::uint64_t transactions_begun_ = 0;
   DataDecoder decoder_;
   std::uint64_t bdat_remaining_ = 0;
   std::uint64_t bdat_chunk_size_ = 0;

@@ -151,6 +151,24 @@ class SenderAuthTest(unittest.TestCase):
         self.assertEqual(self.send(server, "y@neutral.test", message("y@neutral.test", "neutral")).code, 250)
         self.assertIn("spf=neutral", self.results(self.delivered_after(server, b"Subject: neutral")))
 
+    def test_spf_starts_at_mail_and_is_done_before_data(self):
+        server = self.gateway()
+        with server.session() as c:
+            self.assertEqual(c.command("MAIL FROM:<x@softfail.test>").code, 250)
+            self.assertEqual(c.command("RCPT TO:<carol@example.test>").code, 250)
+            # Before DATA: the check ran at the MAIL stage.
+            server.wait_for_log(r"filter: mail: client=127\.0\.0\.1:\d+ from=<x@softfail\.test>: spf=softfail")
+            self.assertEqual(c.command("DATA").code, 354)
+            c.send(b"From: x@softfail.test\r\nSubject: staged 1\r\n\r\nbody\r\n.\r\n")
+            self.assertEqual(c.read_reply().code, 250)
+            # A second transaction on the same connection gets its own check.
+            self.assertEqual(c.send_message("y@neutral.test", ["carol@example.test"],
+                                            message("y@neutral.test", "staged 2")).code, 250)
+        server.wait_for_messages(2)
+        self.assertIn("spf=softfail", self.results(self.delivered_after(server, b"Subject: staged 1")))
+        self.assertIn("spf=neutral", self.results(self.delivered_after(server, b"Subject: staged 2")))
+        server.wait_for_log(r"filter: mail: client=127\.0\.0\.1:\d+ from=<y@neutral\.test>: spf=neutral")
+
     def test_mail_spoofing_our_own_domain_is_held(self):
         server = self.gateway()
         reply = self.send(server, "alice@example.test", message("Alice Martin <alice@example.test>", "wire"))

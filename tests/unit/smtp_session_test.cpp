@@ -218,6 +218,27 @@ TEST(SessionHelo, EhloAndHeloResetTheTransaction) {
   EXPECT_EQ(h.feed("DATA\r\n"), "503 5.5.1 Need MAIL command first\r\n");
 }
 
+TEST(SessionSequencing, EachAcceptedMailBeginsOneTransactionForTheMailStageChecks) {
+  Harness h;
+  EXPECT_EQ(h.session().transactions_begun(), 0u);
+  EXPECT_EQ(h.session().mail_from(), nullptr);
+  h.feed("EHLO client.example\r\n");
+  EXPECT_EQ(h.feed("MAIL FROM:<bad address>\r\n").substr(0, 3), "501");  // refused: no transaction
+  EXPECT_EQ(h.session().transactions_begun(), 0u);
+  EXPECT_EQ(h.feed("MAIL FROM:<a@example.org>\r\n"), "250 2.1.0 Ok\r\n");
+  EXPECT_EQ(h.session().transactions_begun(), 1u);
+  ASSERT_NE(h.session().mail_from(), nullptr);
+  EXPECT_EQ(*h.session().mail_from(), "a@example.org");
+  EXPECT_EQ(h.feed("MAIL FROM:<b@example.org>\r\n").substr(0, 3), "503");  // nested MAIL: same transaction
+  EXPECT_EQ(h.session().transactions_begun(), 1u);
+  EXPECT_EQ(h.feed("RSET\r\n"), "250 2.0.0 Ok\r\n");
+  EXPECT_EQ(h.session().mail_from(), nullptr);
+  EXPECT_EQ(h.feed("MAIL FROM:<>\r\nRCPT TO:<c@example.net>\r\nDATA\r\nx\r\n.\r\n").substr(0, 14),
+            "250 2.1.0 Ok\r\n");
+  EXPECT_EQ(h.session().transactions_begun(), 2u);
+  EXPECT_EQ(h.session().mail_from(), nullptr);  // stored: the transaction is over
+}
+
 // --- Simple commands ---------------------------------------------------------------------
 
 TEST(SessionCommands, EveryReplyText) {
