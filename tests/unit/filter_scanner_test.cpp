@@ -37,6 +37,18 @@ void learn_store(const std::filesystem::path& path, const std::string& spam_word
   ASSERT_TRUE(learn_contents(**store, false, {ham.begin(), ham.end()}, MimeLimits{}));
 }
 
+// A scanner whose classifier reads path (5 of each learned suffice) and
+// looks at the file on every message.
+Result<std::unique_ptr<Scanner>> scanner_for(const std::filesystem::path& path) {
+  config::Filter policy;
+  policy.bayes_db = path;
+  policy.bayes_min_spam = 5;
+  policy.bayes_min_ham = 5;
+  auto scanner = Scanner::create(policy, "mx.example.test");
+  if (scanner) (*scanner)->set_bayes_recheck(std::chrono::milliseconds(0));
+  return scanner;
+}
+
 std::string bayes_rule(const Scanner& scanner, const std::string& content) {
   for (const auto& f : scanner.local_checks(content, scanner.parse(content)).findings) {
     if (f.rule.rfind("BAYES_", 0) == 0) return f.rule;
@@ -51,13 +63,8 @@ TEST(ScannerBayes, FirstOpenIsImmediateAndAReplacedStoreIsSwappedInOffThread) {
   const std::string agenda = "agenda meeting budget review minutes deadline";
   learn_store(path, casino, agenda);
 
-  config::Filter policy;
-  policy.bayes_db = path;
-  policy.bayes_min_spam = 5;
-  policy.bayes_min_ham = 5;
-  auto scanner = Scanner::create(policy, "mx.example.test");
+  auto scanner = scanner_for(path);
   ASSERT_TRUE(scanner) << scanner.error();
-  (*scanner)->set_bayes_recheck(std::chrono::milliseconds(0));
   const std::string probe = mail("hello", casino);
   // The store existed before the first message: that message is scored with it.
   EXPECT_EQ(bayes_rule(**scanner, probe).substr(0, 8), "BAYES_99");
@@ -79,13 +86,8 @@ TEST(ScannerBayes, FirstOpenIsImmediateAndAReplacedStoreIsSwappedInOffThread) {
 TEST(ScannerBayes, NoStoreNoFindingAndABrokenReplacementKeepsTheOldSnapshot) {
   TempDir dir;
   const auto path = dir.path() / "bayes.sqlite";
-  config::Filter policy;
-  policy.bayes_db = path;
-  policy.bayes_min_spam = 5;
-  policy.bayes_min_ham = 5;
-  auto scanner = Scanner::create(policy, "mx.example.test");
+  auto scanner = scanner_for(path);
   ASSERT_TRUE(scanner) << scanner.error();
-  (*scanner)->set_bayes_recheck(std::chrono::milliseconds(0));
   const std::string casino = "casino jackpot lottery winner pills discount";
   const std::string probe = mail("hello", casino);
   EXPECT_EQ(bayes_rule(**scanner, probe), "");  // not trained yet
