@@ -59,6 +59,7 @@
 #include "milter/codec.hpp"
 #include "sender_auth/dkim.hpp"
 #include "daemon_fixture.hpp"
+#include "local_server.hpp"
 #include "run_coroutine.hpp"
 #include "temp_dir.hpp"
 
@@ -522,23 +523,11 @@ class FakeMilter {
   };
 
   FakeMilter(asio::io_context& io, const fs::path& path, Behaviour behaviour)
-      : acceptor_(io, asio::local::stream_protocol::endpoint(path.string())), behaviour_(behaviour) {
-    asio::co_spawn(io, serve(), asio::detached);
-  }
-  int accepted() const { return accepted_; }
+      : server_(io, path, [behaviour](Socket socket) { return handle(std::move(socket), behaviour); }) {}
+  int accepted() const { return server_.accepted(); }
 
  private:
-  using Socket = asio::local::stream_protocol::socket;
-
-  asio::awaitable<void> serve() {
-    for (;;) {
-      asio::error_code ec;
-      Socket socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return;
-      ++accepted_;
-      asio::co_spawn(acceptor_.get_executor(), handle(std::move(socket), behaviour_), asio::detached);
-    }
-  }
+  using Socket = test_support::LocalServer::Socket;
 
   static asio::awaitable<void> handle(Socket socket, Behaviour behaviour) {
     if (behaviour == Behaviour::hang_up) co_return;
@@ -587,9 +576,7 @@ class FakeMilter {
     }
   }
 
-  asio::local::stream_protocol::acceptor acceptor_;
-  Behaviour behaviour_;
-  int accepted_ = 0;
+  test_support::LocalServer server_;
 };
 
 class MisbehavingMilterTest : public testing::Test {
