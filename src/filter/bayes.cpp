@@ -337,15 +337,108 @@ std::string_view part_count_bucket(std::size_t n) {
   return "11+";
 }
 
+// A dotted-quad IPv4 address.
+bool is_ipv4(std::string_view s) {
+  int parts = 0;
+  std::size_t digits = 0;
+  for (const char c : s) {
+    if (c >= '0' && c <= '9') {
+      if (++digits > 3) return false;
+    } else if (c == '.' && digits > 0) {
+      ++parts;
+      digits = 0;
+    } else {
+      return false;
+    }
+  }
+  return parts == 3 && digits > 0;
+}
+
+// A host name with at least two labels.
+bool is_host_name(std::string_view s) {
+  const auto dot = s.rfind('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == s.size()) return false;
+  for (const char c : s)
+    if (!is_alnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') return false;
+  // The top-level label is letters ("v1.1b", a software version, is not a
+  // host).
+  return s.size() - dot > 2 && std::all_of(s.begin() + static_cast<std::ptrdiff_t>(dot) + 1, s.end(),
+                                           [](char c) { return lower(c) >= 'a' && lower(c) <= 'z'; });
+}
+
+// The relays a Received field names (RFC 5321 section 4.4: "from" name,
+// reverse-DNS name and address, "by" name): each address with its /24 and
+// /16, each host name with its parent domains down to two labels.  Dates,
+// queue ids and software versions differ per message and are left out, so
+// a sender's mail servers become clues that recur across its messages.
+void received_tokens(std::string_view value, Tokens& t) {
+  std::size_t i = 0;
+  bool after_for = false;
+  while (i < value.size() && !t.full()) {
+    const std::size_t start = value.find_first_not_of(" \t()[]<>;=\"", i);
+    if (start == std::string_view::npos) break;
+    std::size_t end = value.find_first_of(" \t()[]<>;=\"", start);
+    if (end == std::string_view::npos) end = value.size();
+    std::string_view word = value.substr(start, end - start);
+    i = end;
+    const bool mailbox = std::exchange(after_for, word.size() == 3 && starts_with_ci(word, "for"));
+    while (!word.empty() && word.back() == '.') word.remove_suffix(1);
+    if (word.size() > kBayesMaxValueBytes) continue;
+    if (is_ipv4(word)) {
+      if (word.starts_with("127.")) continue;
+      t.value("r:ip:", word);
+      for (int cut = 0; cut < 2; ++cut) {
+        word = word.substr(0, word.rfind('.'));
+        t.value("r:ip:", word);
+      }
+    } else if (word.find('@') != std::string_view::npos) {
+      // "for <mailbox>": the recipient this hop delivered to (other
+      // addresses here are queue ids).
+      if (mailbox) t.value("r:for:", word);
+    } else if (is_host_name(word)) {
+      t.value("r:", word);
+      for (std::size_t dot = word.find('.'); dot != std::string_view::npos; dot = word.find('.')) {
+        word.remove_prefix(dot + 1);
+        if (word.find('.') == std::string_view::npos) break;
+        t.value("r:", word);
+      }
+    }
+  }
+}
+
+// Each mailbox of an address list (To, Cc), and its domain: who a message
+// was written to recurs across a correspondent's or a list's messages (a
+// subscription address such as "jm-newsletter@" marks mail that was asked
+// for).  Display names are left to the From tokens.
+void address_tokens(std::string_view name, std::string_view value, Tokens& t) {
+  const std::string prefix = "h:" + std::string(name) + ":";
+  t.for_each_word(value, [&](std::string_view word) {
+    const auto at = word.find('@');
+    if (at == std::string_view::npos) return;
+    t.value(prefix, word);
+    t.value(prefix + "@", word.substr(at + 1));
+  });
+}
+
 // The header fields whose values are tokenized: SpamBayes' default
 // choice (Message-ID, X-Mailer, Content-Type with its charset,
-// Content-Transfer-Encoding), and User-Agent, X-Mailer's modern form.
-// Others give their name (and count) only: values such as list-manager
-// headers and Received paths repeat across every message of one source and
-// outvote the text.
+// Content-Transfer-Encoding), User-Agent (X-Mailer's modern form), the
+// relays of Received and the mailboxes of To and Cc.  Others give their
+// name (and count) only: the words of list-manager headers and the like
+// repeat across every message of one source and outvote the text (measured:
+// tokenizing every field's words lowered the cross-validated ROC AUC from
+// 0.9983 to 0.9950, bench/README.md).
 void field_tokens(std::string_view name, std::string_view value, Tokens& t) {
+  if (name == "received") {
+    received_tokens(utf8_prefix(value, kBayesMaxFieldBytes), t);
+    return;
+  }
   static constexpr std::string_view kFields[] = {"message-id", "x-mailer", "user-agent", "content-type",
                                                  "content-transfer-encoding"};
+  if (name == "to" || name == "cc") {
+    address_tokens(name, utf8_prefix(value, kBayesMaxFieldBytes), t);
+    return;
+  }
   if (std::find(std::begin(kFields), std::end(kFields), name) == std::end(kFields)) return;
   value = utf8_prefix(value, kBayesMaxFieldBytes);
   const std::string prefix = "h:" + std::string(name) + ":";

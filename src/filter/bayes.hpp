@@ -120,11 +120,21 @@ namespace mxgate::filter {
 //                   from the message itself) of the fields SpamBayes reads
 //                   by default: X-Mailer, User-Agent, Content-Type (type,
 //                   charset, boundary), Content-Transfer-Encoding; and
-//                   "h:message-id:DOMAIN" (or "h:message-id:none").  Other
-//                   values (Received paths, list-manager fields, To) are not
-//                   read: on the validation splits they made the classifier
-//                   worse, every message of one source repeating the same
-//                   tokens and outvoting the text.
+//                   "h:message-id:DOMAIN" (or "h:message-id:none").  The
+//                   words of other values (list-manager fields and the
+//                   like) are not read: on the validation splits they made
+//                   the classifier worse, every message of one source
+//                   repeating the same tokens and outvoting the text.
+//   "h:to:MAILBOX", "h:to:@DOMAIN" (and "h:cc:...")  each address of To
+//                   and Cc, and its domain
+//   "r:HOST", "r:ip:A.B.C.D", "r:ip:A.B.C", "r:ip:A.B", "r:for:MAILBOX"
+//                   the relays each Received field names: host names with
+//                   their parent domains of two labels or more, IPv4
+//                   addresses (not 127/8) with their /24 and /16, and the
+//                   "for" recipient; dates, ids and versions are dropped.
+//                   A sender's servers recur across its messages where its
+//                   words do not (cross-validated ROC AUC 0.9974 -> 0.9984
+//                   with these and the To tokens, bench/README.md).
 //   "ct:TYPE"       each leaf part's content type; "att:EXT" each
 //                   attachment's file name extension (at most 10 bytes);
 //                   "parts:N" the leaf part count (0, 1, 2, 3, 4-5, 6-10, 11+)
@@ -175,7 +185,7 @@ inline constexpr std::size_t kBayesMaxParts = 100;
 // scoring's lookups per message.
 inline constexpr std::size_t kBayesMaxTokens = 5000;
 // Stored with the counts; bumped whenever the rules above change.
-inline constexpr std::string_view kBayesTokenizer = "mxgate-1";
+inline constexpr std::string_view kBayesTokenizer = "mxgate-2";
 
 // content is the raw message (only its header is read); message is its
 // parse (filter::parse_mime).  Learning and scoring both tokenize this way.
@@ -212,16 +222,16 @@ struct BayesBucket {
 };
 // In ascending order; the finding is the last bucket whose from <= p.
 inline constexpr std::array<BayesBucket, 10> kBayesBuckets{{
-    {0.00, "BAYES_00", -4.8},
-    {0.01, "BAYES_05", -4.8},
-    {0.05, "BAYES_20", 1.5},
-    {0.20, "BAYES_40", 3.1},
-    {0.40, "BAYES_50", 3.5},
-    {0.60, "BAYES_60", 6.1},
-    {0.80, "BAYES_80", 6.1},
-    {0.95, "BAYES_95", 6.1},
-    {0.99, "BAYES_99", 6.1},
-    {0.999, "BAYES_999", 7.8},
+    {0.00, "BAYES_00", -3.2},
+    {0.01, "BAYES_05", 0.3},
+    {0.05, "BAYES_20", 1.7},
+    {0.20, "BAYES_40", 1.9},
+    {0.40, "BAYES_50", 3.9},
+    {0.60, "BAYES_60", 5.6},
+    {0.80, "BAYES_80", 5.6},
+    {0.95, "BAYES_95", 5.6},
+    {0.99, "BAYES_99", 5.6},
+    {0.999, "BAYES_999", 8.0},
 }};
 
 struct BayesOptions {

@@ -143,7 +143,7 @@ TEST(BayesTokenizerTest, RawHeaderFieldsGiveValueTokens) {
       "Subject: hi\r\n\r\nbody words\r\n");
   EXPECT_TRUE(has(t, "h:received"));
   EXPECT_TRUE(has(t, "h:received*3"));
-  EXPECT_FALSE(has(t, "h:received:mx.example.test"));  // values of other fields are not read
+  EXPECT_FALSE(has(t, "h:received:mx.example.test"));  // Received gives relay tokens (below), not words
   EXPECT_TRUE(has(t, "h:list-id"));
   EXPECT_FALSE(has(t, "h:list-id:list.example.test"));
   EXPECT_FALSE(has(t, "h:list-id*1"));
@@ -160,6 +160,39 @@ TEST(BayesTokenizerTest, RawHeaderFieldsGiveValueTokens) {
   std::string many;
   for (int i = 0; i < 12; ++i) many += "Received: x\r\n";
   EXPECT_TRUE(has(tokens_of(many + "\r\nb\r\n"), "h:received*10+"));
+}
+
+TEST(BayesTokenizerTest, ReceivedFieldsGiveTheirRelays) {
+  const auto t = tokens_of(
+      "Received: from localhost (localhost [127.0.0.1])\r\n\tby mx.example.test (Postfix) with ESMTP id 6B05216F17\r\n"
+      "\tfor <jm@localhost>; Tue,  3 Dec 2002 11:56:55 +0000 (GMT)\r\n"
+      "Received: from ntls1.DigitalRiver.com (ntls1.digitalriver.com\r\n    [63.70.105.139]) by "
+      "dogma.slashnull.org (8.11.6/8.11.6) with ESMTP id\r\n    gB37LL825293 for <jm-cuteftp@JMASON.ORG>; Tue, 3 "
+      "Dec 2002 07:21:21 GMT\r\n"
+      "Received: from ntls (192.168.3.146) by ntls1.digitalriver.com. (LSMTP for Windows NT v1.1b) with SMTP id "
+      "<2.0009C5FC@ntls1.digitalriver.com>\r\n"
+      "Subject: hi\r\n\r\nbody\r\n");
+  for (const char* want : {"r:mx.example.test", "r:example.test", "r:ntls1.digitalriver.com", "r:digitalriver.com",
+                           "r:dogma.slashnull.org", "r:slashnull.org", "r:ip:63.70.105.139", "r:ip:63.70.105",
+                           "r:ip:63.70", "r:ip:192.168.3.146", "r:for:jm-cuteftp@jmason.org", "r:for:jm@localhost"})
+    EXPECT_TRUE(has(t, want)) << want;
+  // Loopback, one-label names, software versions, dates and queue ids say
+  // nothing about the sender.
+  for (const char* unwanted : {"r:ip:127.0.0.1", "r:ip:127.0.0", "r:localhost", "r:ntls", "r:v1.1b", "r:8.11.6",
+                               "r:gb37ll825293", "r:esmtp", "r:2002", "r:com", "r:ip:63",
+                               "r:for:2.0009c5fc@ntls1.digitalriver.com"})
+    EXPECT_FALSE(has(t, unwanted)) << unwanted;
+}
+
+TEST(BayesTokenizerTest, ToAndCcGiveTheirMailboxesAndDomains) {
+  const auto t = tokens_of(
+      "To: \"Valued Customer\" <yyyy-CuteFTP@JMASON.ORG>, other@example.test\r\n"
+      "Cc: list@lists.example.net\r\nSubject: hi\r\n\r\nbody\r\n");
+  for (const char* want : {"h:to:yyyy-cuteftp@jmason.org", "h:to:@jmason.org", "h:to:other@example.test",
+                           "h:to:@example.test", "h:cc:list@lists.example.net", "h:cc:@lists.example.net"})
+    EXPECT_TRUE(has(t, want)) << want;
+  EXPECT_FALSE(has(t, "h:to:valued"));  // display names are not read here
+  EXPECT_FALSE(has(t, "h:to:customer"));
 }
 
 TEST(BayesTokenizerTest, HeaderFieldLimits) {
