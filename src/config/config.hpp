@@ -183,6 +183,15 @@ struct Filter {
   std::vector<std::string> uribl;
   double dnsbl_score = 6.0;
   double uribl_score = 6.0;
+  // Refusals at RCPT, before the message is sent (Postfix's
+  // reject_rbl_client; a policy server's SPF reject): every recipient of a
+  // client listed on a dnsbl zone gets 550 5.7.1, every recipient of a
+  // transaction whose MAIL FROM fails SPF 550 5.7.23 (RFC 7372).  Off by
+  // default: the listing and the SPF fail are then scores in the verdict,
+  // which other evidence (a valid DKIM signature aligned with DMARC, RFC
+  // 7489 section 10.1) can outweigh.
+  bool reject_dnsbl_clients = false;
+  bool reject_spf_fail = false;
   // The weighted spam rules: a TOML rules file replacing the built-in set
   // (rules/spam.toml); empty: the built-in set.
   std::filesystem::path rules;

@@ -289,6 +289,41 @@ std::shared_ptr<PendingResult<sender_auth::SpfVerdict>> Scanner::start_mail_from
   return spf;
 }
 
+asio::awaitable<std::optional<smtp::Reply>> Scanner::recipient_refusal(const ScanContext& context,
+                                                                       std::string_view recipient,
+                                                                       const std::string& peer) const {
+  using namespace asio::experimental::awaitable_operators;
+  auto decide = [&]() -> asio::awaitable<std::optional<smtp::Reply>> {
+    if (policy_.reject_dnsbl_clients && context.client_dnsbl) {
+      const Findings found = co_await context.client_dnsbl->get();
+      for (const Finding& f : found.findings)
+        if (f.rule == "RCVD_IN_DNSBL") co_return smtp::Reply{550, "5.7.1", "Client host blocked: " + f.detail};
+    }
+    if (policy_.reject_spf_fail && context.mail_from_spf) {
+      const sender_auth::SpfVerdict spf = co_await context.mail_from_spf->get();
+      if (spf.result == sender_auth::SpfResult::fail) {
+        std::string text = "SPF validation failed: " + spf.domain + " does not designate [" +
+                           context.client_address + "] as a permitted sender";
+        // RFC 7208 section 6.2: the domain's own explanation goes to the
+        // sender (printable ASCII already; bounded to keep the reply line
+        // under RFC 5321's 512 octets).
+        if (!spf.explanation.empty()) text += ": " + spf.explanation.substr(0, 200);
+        co_return smtp::Reply{550, "5.7.23", std::move(text)};
+      }
+    }
+    co_return std::nullopt;
+  };
+  asio::steady_timer budget(co_await asio::this_coro::executor, policy_.time_budget);
+  auto result = co_await (decide() || budget.async_wait(asio::use_awaitable));
+  if (result.index() != 0) co_return std::nullopt;
+  std::optional<smtp::Reply> refusal = std::move(std::get<0>(result));
+  if (refusal)
+    log_line("filter: rcpt: client=" + peer + " from=<" + context.sender + "> to=<" + std::string(recipient) +
+             ">: refused: " + std::to_string(refusal->code) + " " + std::string(refusal->enhanced) + " " +
+             refusal->text);
+  co_return refusal;
+}
+
 asio::awaitable<Examination> Scanner::examine(std::string_view content, const ScanContext& context) const {
   using namespace asio::experimental::awaitable_operators;
   Examination out;

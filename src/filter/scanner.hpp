@@ -27,6 +27,7 @@
 #include "filter/sender_checks.hpp"
 #include "filter/verdict.hpp"
 #include "sender_auth/dmarc.hpp"
+#include "smtp/reply.hpp"
 #include "util/result.hpp"
 
 namespace mxgate::filter {
@@ -94,6 +95,20 @@ class Scanner {
   std::shared_ptr<PendingResult<sender_auth::SpfVerdict>> start_mail_from_spf(
       const asio::any_io_executor& executor, const std::string& client_address, bool relay_client,
       const std::string& helo, const std::string& sender, const std::string& peer) const;
+
+  // The RCPT stage: true when recipients must wait for recipient_refusal()
+  // ([filter] reject_dnsbl_clients or reject_spf_fail).
+  bool checks_recipients() const { return policy_.reject_dnsbl_clients || policy_.reject_spf_fail; }
+  // The reply that refuses recipient, if any: 550 5.7.1 for a client on a
+  // dnsbl zone (reject_dnsbl_clients), 550 5.7.23 (RFC 7372 section 3.2)
+  // when SPF for MAIL FROM failed (reject_spf_fail; RFC 7208 section
+  // 8.4).  Reads context.client_dnsbl and context.mail_from_spf, waiting for
+  // them at most time_budget; a check still running, failed or absent
+  // refuses nothing (the verdict after DATA weighs what it finds).  A
+  // refusal is logged under peer.
+  asio::awaitable<std::optional<smtp::Reply>> recipient_refusal(const ScanContext& context,
+                                                                std::string_view recipient,
+                                                                const std::string& peer) const;
 
   // Every check, on the caller's executor.
   asio::awaitable<Examination> examine(std::string_view content, const ScanContext& context) const;

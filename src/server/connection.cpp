@@ -111,6 +111,24 @@ void Connection::start_mail_stage_checks() {
                                                 session_.helo(), *sender, peer_);
 }
 
+asio::awaitable<void> Connection::check_recipient() {
+  const filter::Scanner* scanner = host_.scanner();
+  const std::string* recipient = session_.recipient_to_check();
+  if (scanner == nullptr || recipient == nullptr) {
+    session_.recipient_checked(std::nullopt);
+    co_return;
+  }
+  filter::ScanContext context;
+  context.client_address = client_ip_;
+  context.client_port = peer_port_;
+  context.sender = session_.mail_from() ? *session_.mail_from() : std::string();
+  context.client_dnsbl = client_dnsbl_;
+  if (spf_transaction_ == session_.transactions_begun()) context.mail_from_spf = mail_from_spf_;
+  const std::string to = *recipient;  // the session keeps it until recipient_checked()
+  const std::optional<smtp::Reply> refusal = co_await scanner->recipient_refusal(context, to, peer_);
+  session_.recipient_checked(refusal);
+}
+
 asio::awaitable<void> Connection::finish_message() {
   const filter::Scanner* scanner = host_.scanner();
   if (scanner == nullptr) {
@@ -235,6 +253,9 @@ asio::awaitable<void> Connection::run() {
         break;
       case smtp::Next::store:
         co_await finish_message();
+        break;
+      case smtp::Next::check_recipient:
+        co_await check_recipient();
         break;
       case smtp::Next::close:
         open = false;

@@ -53,6 +53,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::awaitable<bool> handshake();
   // Filters (when on) and stores, quarantines or refuses the message.
   asio::awaitable<void> finish_message();
+  // The RCPT-stage checks for the recipient the session holds back.
+  asio::awaitable<void> check_recipient();
   void arm(Clock::duration timeout);
   void log_end();
 

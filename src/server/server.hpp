@@ -45,6 +45,7 @@ class Server final : public ConnectionHost, private smtp::SessionEnvironment {
   void set_filter(const filter::Scanner& scanner, queue::SpoolWriter& quarantine) {
     scanner_ = &scanner;
     quarantine_ = &quarantine;
+    for (auto& settings : settings_) settings.check_recipients = scanner.checks_recipients();
   }
 
   // ConnectionHost

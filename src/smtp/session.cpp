@@ -211,6 +211,9 @@ Step Session::take(Next next) {
 
 Step Session::advance() {
   for (;;) {
+    // Nothing after a RCPT runs before its check is in (a pipelined DATA
+    // must see whether that recipient was accepted).
+    if (pending_recipient_) return take(Next::check_recipient);
     if (start_tls_) {
       start_tls_ = false;
       // RFC 3207 section 4.2 / CVE-2011-0411: nothing the client sent before
@@ -497,7 +500,25 @@ void Session::cmd_rcpt(std::string_view args) {
     reply(452, "4.5.3", "Too many recipients");  // RFC 5321 section 4.5.3.1.10
     return;
   }
+  if (settings_.check_recipients && !relay_client_) {
+    // advance() stops here until the shell has checked it.
+    pending_recipient_ = path.mailbox;
+    return;
+  }
   txn_->recipients.push_back(path.mailbox);
+  reply(250, "2.1.5", "Ok");
+}
+
+void Session::recipient_checked(const std::optional<Reply>& refusal) {
+  if (!pending_recipient_) return;
+  std::string recipient = std::move(*pending_recipient_);
+  pending_recipient_.reset();
+  if (!txn_ || phase_ == Phase::closed) return;
+  if (refusal) {
+    reply_error(refusal->code, refusal->enhanced, refusal->text);
+    return;
+  }
+  txn_->recipients.push_back(std::move(recipient));
   reply(250, "2.1.5", "Ok");
 }
 

@@ -34,6 +34,9 @@ struct SessionSettings {
   config::Limits limits;
   // Who may relay where; null accepts every recipient (protocol tests only).
   const RelayPolicy* relay = nullptr;
+  // Each recipient a client outside relay_networks gives passes the shell's
+  // RCPT-stage checks before it is accepted (Next::check_recipient).
+  bool check_recipients = false;
 };
 
 // What the session needs from the world, injected so tests are deterministic.
@@ -55,6 +58,7 @@ enum class Next {
   start_tls,  // write the output (the 220), then handshake and call tls_established()
   store,      // write the output, store message(), then call stored()
   close,      // write the output, then close the connection
+  check_recipient,  // write the output, check recipient_to_check(), then call recipient_checked()
 };
 
 struct Step {
@@ -99,6 +103,11 @@ class Session {
   // The message was refused after its content arrived (the content
   // filter's reject or tempfail): reply is written, the transaction ends.
   void refused(const Reply& reply);
+  // After Next::check_recipient: the recipient waiting for the check (null
+  // when none), and the check's outcome: no refusal accepts it (250), a
+  // refusal is written instead and counts as an error (max_errors).
+  const std::string* recipient_to_check() const { return pending_recipient_ ? &*pending_recipient_ : nullptr; }
+  void recipient_checked(const std::optional<Reply>& refusal);
 
   // Events the shell reports; each returns the final reply to write before closing.
   std::string timed_out();
@@ -189,6 +198,7 @@ class Session {
   bool ehlo_ = false;
   std::optional<TlsInfo> tls_;
   std::optional<Transaction> txn_;
+  std::optional<std::string> pending_recipient_;  // a RCPT waiting for Next::check_recipient
   std::uint64_t transactions_begun_ = 0;
   DataDecoder decoder_;
   std::uint64_t bdat_remaining_ = 0;

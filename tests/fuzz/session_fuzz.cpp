@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -113,6 +114,7 @@ Outcome run(const SessionSettings& settings, const std::vector<std::string_view>
   Outcome outcome;
   bool closed = false;
   unsigned stores = 0;
+  unsigned checks = 0;
   for (const auto chunk : chunks) {
     session.receive(chunk);
     for (bool more = true; more;) {
@@ -139,6 +141,16 @@ Outcome run(const SessionSettings& settings, const std::vector<std::string_view>
             fail("start_tls without 220", step.output);
           session.tls_established(TlsInfo{"TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, 128});
           break;
+        case Next::check_recipient: {
+          // Every other recipient is refused, as a listed client's would be.
+          if (session.recipient_to_check() == nullptr) fail("check_recipient without a recipient", "");
+          const bool refuse = checks++ % 2 == 1;
+          session.recipient_checked(refuse ? std::optional<mxgate::smtp::Reply>(
+                                                 mxgate::smtp::Reply{550, "5.7.1", "Client host blocked"})
+                                           : std::nullopt);
+          if (session.recipient_to_check() != nullptr) fail("recipient still waiting after its check", "");
+          break;
+        }
         case Next::close:
           closed = true;
           more = false;
@@ -174,6 +186,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     settings.limits.max_errors = 5;
   }
   const bool fail_every_other_store = flags & 8;
+  // The RCPT-stage checks need a client outside relay_networks: with none
+  // configured, only loopback may relay, and the fuzzed client is not it.
+  static const mxgate::smtp::RelayPolicy policy = [] {
+    mxgate::config::Config config;
+    config.accept_domains = {"example.net", "example.test"};
+    return mxgate::smtp::RelayPolicy::from_config(config).value();
+  }();
+  if (flags & 32) {
+    settings.relay = &policy;
+    settings.check_recipients = true;
+  }
 
   std::vector<std::string_view> chunks;
   for (std::size_t pos = 0; pos < input.size();) {

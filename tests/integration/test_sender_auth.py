@@ -12,6 +12,7 @@ quarantine, and the verdict in the log.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -65,6 +66,9 @@ class SenderAuthTest(unittest.TestCase):
             "esp.test": {"signed": False, "records": ['@ TXT "v=spf1 -all"']},
             "softfail.test": {"signed": False, "records": ['@ TXT "v=spf1 ip4:192.0.2.1 ~all"']},
             "neutral.test": {"signed": False, "records": ['@ TXT "v=spf1 ?all"']},
+            # Fails with its own explanation (RFC 7208 section 6.2).
+            "explained.test": {"signed": False, "records": ['@ TXT "v=spf1 -all exp=why.%{d}"',
+                                                            'why TXT "%{i} is not a server of %{d}"']},
             # Our own domain: our servers are elsewhere, and DMARC says so.
             "example.test": {"signed": False, "records": ['@ TXT "v=spf1 ip4:192.0.2.1 -all"',
                                                           '_dmarc TXT "v=DMARC1; p=none"']},
@@ -217,6 +221,43 @@ class SenderAuthTest(unittest.TestCase):
         self.assertEqual(len(re.findall(rf"filter: connect: client=127\.0\.0\.1:{port}: ", log)), 1, log)
         self.assertEqual(len(re.findall(rf"client=127\.0\.0\.1:{port} .*action=quarantine .*RCVD_IN_DNSBL=6\.0",
                                         log)), 2, log)
+
+    def test_a_listed_client_is_refused_at_rcpt_when_configured(self):
+        server = self.gateway(dnsbl=["bl.test"], reject_dnsbl_clients=True)
+        with server.session() as c:
+            self.assertEqual(c.command("MAIL FROM:<bob@partner.test>").code, 250)
+            for rcpt in ("carol@example.test", "dave@example.test"):
+                reply = c.command(f"RCPT TO:<{rcpt}>")
+                self.assertEqual(reply.code, 550, str(reply))
+                self.assertEqual(reply.lines[-1],
+                                 "5.7.1 Client host blocked: 127.0.0.1 listed in bl.test (127.0.0.2)")
+            # Nothing was accepted, so there is no message to send.
+            self.assertEqual(c.command("DATA").code, 554)
+        server.wait_for_log(r"filter: rcpt: client=127\.0\.0\.1:\d+ from=<bob@partner\.test> "
+                            r"to=<carol@example\.test>: refused: 550 5\.7\.1 Client host blocked")
+        self.assertEqual(server.maildir_files(), [])
+        self.assertEqual(json.loads(self.held(server)), [])
+
+    def test_an_spf_fail_is_refused_at_rcpt_when_configured_and_a_pass_goes_on(self):
+        server = self.gateway(reject_spf_fail=True)
+        with server.session() as c:
+            self.assertEqual(c.command("MAIL FROM:<x@explained.test>").code, 250)
+            reply = c.command("RCPT TO:<carol@example.test>")
+            self.assertEqual(reply.code, 550, str(reply))
+            # RFC 7372's code, and the domain's own explanation.
+            self.assertEqual(reply.lines[-1],
+                             "5.7.23 SPF validation failed: explained.test does not designate [127.0.0.1] "
+                             "as a permitted sender: 127.0.0.1 is not a server of explained.test")
+            self.assertEqual(c.command("RSET").code, 250)
+            # Softfail is not fail: accepted at RCPT, weighed after DATA.
+            self.assertEqual(c.send_message("x@softfail.test", ["carol@example.test"],
+                                            message("x@softfail.test", "soft after a fail")).code, 250)
+            content = self.sign(message("Bob <bob@partner.test>", "pass after a fail"))
+            self.assertEqual(c.send_message("bob@partner.test", ["carol@example.test"], content).code, 250)
+        self.assertIn("spf=softfail", self.results(self.delivered_after(server, b"Subject: soft after a fail")))
+        self.assertIn("spf=pass", self.results(self.delivered_after(server, b"Subject: pass after a fail")))
+        server.wait_for_log(r"filter: rcpt: client=127\.0\.0\.1:\d+ from=<x@explained\.test> "
+                            r"to=<carol@example\.test>: refused: 550 5\.7\.23 SPF validation failed")
 
     def test_a_listed_url_domain_is_spam_and_its_twin_passes(self):
         server = self.gateway(uribl=["uribl.test"])

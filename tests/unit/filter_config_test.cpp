@@ -45,6 +45,8 @@ TEST(FilterConfigTest, DefaultsProtectTheAcceptedDomains) {
   EXPECT_EQ(f.bayes_db, "/var/spool/mxgate/bayes.sqlite");
   EXPECT_EQ(f.bayes_min_spam, 200u);
   EXPECT_EQ(f.bayes_min_ham, 200u);
+  EXPECT_FALSE(f.reject_dnsbl_clients);
+  EXPECT_FALSE(f.reject_spf_fail);
 }
 
 TEST(FilterConfigTest, TheIssuesExampleIsRead) {
@@ -89,6 +91,8 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
                                "bayes_min_spam = 10\n"
                                "bayes_min_ham = 20\n"
                                "rules = \"rules/local.toml\"\n"
+                               "reject_dnsbl_clients = true\n"
+                               "reject_spf_fail = true\n"
                                "[filter.rule_scores]\n"
                                "BODY_CLICK_HERE = 0\n"
                                "SUBJ_FREE = -1.5\n"
@@ -120,6 +124,8 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
   EXPECT_EQ(f.bayes_min_spam, 10u);
   EXPECT_EQ(f.bayes_min_ham, 20u);
   EXPECT_EQ(f.rules, "/etc/rules/local.toml");
+  EXPECT_TRUE(f.reject_dnsbl_clients);
+  EXPECT_TRUE(f.reject_spf_fail);
   EXPECT_EQ(f.rule_scores, (std::map<std::string, double>{{"BODY_CLICK_HERE", 0.0}, {"SUBJ_FREE", -1.5}}));
   EXPECT_EQ(f.actions.spam, FilterAction::tag);
   EXPECT_EQ(f.actions.phishing, FilterAction::tempfail);

@@ -1,8 +1,10 @@
 // The scanner's Bayes snapshot: opened synchronously the first time, then
 // reopened off the network thread when `mxgate learn` replaces the store,
-// the old snapshot scoring until the new one is swapped in.
+// the old snapshot scoring until the new one is swapped in.  And the RCPT
+// stage's refusals from the connect- and MAIL-stage results.
 #include <gtest/gtest.h>
 
+#include <asio/io_context.hpp>
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -11,6 +13,7 @@
 
 #include "filter/bayes.hpp"
 #include "filter/scanner.hpp"
+#include "run_coroutine.hpp"
 #include "temp_dir.hpp"
 
 namespace mxgate::filter {
@@ -107,6 +110,94 @@ TEST(ScannerBayes, NoStoreNoFindingAndABrokenReplacementKeepsTheOldSnapshot) {
     EXPECT_EQ(bayes_rule(**scanner, probe).substr(0, 8), "BAYES_99");
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+}
+
+}  // namespace
+}  // namespace mxgate::filter
+
+namespace mxgate::filter {
+namespace {
+
+// The RCPT stage (Scanner::recipient_refusal) on results the test
+// completes itself: a listing or an SPF fail refuses only when its
+// reject_ key is on, and a result not in within the budget refuses nothing.
+struct RcptStage {
+  explicit RcptStage(bool reject_dnsbl, bool reject_spf) {
+    policy.reject_dnsbl_clients = reject_dnsbl;
+    policy.reject_spf_fail = reject_spf;
+    policy.time_budget = std::chrono::seconds(1);
+    scanner = std::move(Scanner::create(policy, "mx.example.test").value());
+    context.client_address = "192.0.2.7";
+    context.sender = "a@example.org";
+    context.client_dnsbl = std::make_shared<PendingResult<Findings>>(io.get_executor());
+    context.mail_from_spf = std::make_shared<PendingResult<sender_auth::SpfVerdict>>(io.get_executor());
+  }
+  std::optional<smtp::Reply> refusal() {
+    auto out = test_support::run(io, scanner->recipient_refusal(context, "b@example.test", "192.0.2.7:1234"));
+    return out ? *out : std::optional<smtp::Reply>();
+  }
+  void listed() {
+    Findings f;
+    f.add(Category::spam, "RCVD_IN_DNSBL", 6.0, "192.0.2.7 listed in bl.example (127.0.0.2)");
+    context.client_dnsbl->complete(std::move(f));
+  }
+  void spf(sender_auth::SpfResult result) {
+    sender_auth::SpfVerdict v;
+    v.result = result;
+    v.domain = "example.org";
+    context.mail_from_spf->complete(std::move(v));
+  }
+  asio::io_context io;
+  config::Filter policy;
+  std::unique_ptr<Scanner> scanner;
+  ScanContext context;
+};
+
+TEST(ScannerRecipientStage, AListedClientIsRefusedOnlyWhenAskedFor) {
+  RcptStage on(true, false);
+  EXPECT_TRUE(on.scanner->checks_recipients());
+  on.listed();
+  on.spf(sender_auth::SpfResult::fail);  // not asked for
+  const auto refusal = on.refusal();
+  ASSERT_TRUE(refusal);
+  EXPECT_EQ(refusal->code, 550);
+  EXPECT_EQ(refusal->enhanced, "5.7.1");
+  EXPECT_EQ(refusal->text, "Client host blocked: 192.0.2.7 listed in bl.example (127.0.0.2)");
+
+  RcptStage off(false, false);
+  EXPECT_FALSE(off.scanner->checks_recipients());
+  off.listed();
+  EXPECT_FALSE(off.refusal());
+  // Not listed (a lookup that found nothing, or failed: no finding).
+  RcptStage clean(true, false);
+  clean.context.client_dnsbl->complete(Findings{});
+  EXPECT_FALSE(clean.refusal());
+}
+
+TEST(ScannerRecipientStage, OnlyAnSpfFailIsRefused) {
+  for (const auto result : {sender_auth::SpfResult::none, sender_auth::SpfResult::neutral,
+                            sender_auth::SpfResult::pass, sender_auth::SpfResult::softfail,
+                            sender_auth::SpfResult::temperror, sender_auth::SpfResult::permerror}) {
+    RcptStage stage(false, true);
+    stage.spf(result);
+    EXPECT_FALSE(stage.refusal()) << sender_auth::to_string(result);
+  }
+  RcptStage stage(false, true);
+  stage.context.client_dnsbl.reset();  // no DNSBL configured
+  stage.spf(sender_auth::SpfResult::fail);
+  const auto refusal = stage.refusal();
+  ASSERT_TRUE(refusal);
+  EXPECT_EQ(refusal->code, 550);
+  EXPECT_EQ(refusal->enhanced, "5.7.23");
+  EXPECT_EQ(refusal->text,
+            "SPF validation failed: example.org does not designate [192.0.2.7] as a permitted sender");
+}
+
+TEST(ScannerRecipientStage, AResultNotInWithinTheBudgetRefusesNothing) {
+  RcptStage stage(true, true);  // neither result is ever completed
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_FALSE(stage.refusal());
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(900));
 }
 
 }  // namespace

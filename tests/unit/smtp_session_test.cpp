@@ -1439,3 +1439,113 @@ TEST(SessionFilterOutcome, ReplaceContentKeepsOurReceivedFieldWhereverItMoved) {
 
 }  // namespace
 }  // namespace mxgate::smtp
+
+namespace mxgate::smtp {
+namespace {
+
+// RCPT-stage checks ([filter] reject_dnsbl_clients, reject_spf_fail): the
+// session stops at each recipient of an outside client until the shell
+// answers, in order, even when the client pipelines.
+struct CheckedSession {
+  explicit CheckedSession(std::string client_ip = "192.0.2.7") {
+    config::Config config;
+    config.accept_domains = {"example.net"};
+    policy = RelayPolicy::from_config(config).value();
+    SessionSettings settings = make_settings();
+    settings.relay = &policy;
+    settings.check_recipients = true;
+    session.emplace(settings, env, std::move(client_ip));
+  }
+  FixedEnvironment env;
+  RelayPolicy policy = RelayPolicy::from_config(config::Config{}).value();
+  std::optional<Session> session;
+};
+
+TEST(SessionRecipientChecks, EachRecipientWaitsForItsCheckInOrder) {
+  CheckedSession c;
+  Session& s = *c.session;
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
+            "RCPT TO:<c@example.net>\r\nDATA\r\n");
+  Step step = s.advance();
+  EXPECT_EQ(step.output, ehlo_reply() + "250 2.1.0 Ok\r\n");
+  ASSERT_EQ(step.next, Next::check_recipient);
+  ASSERT_NE(s.recipient_to_check(), nullptr);
+  EXPECT_EQ(*s.recipient_to_check(), "b@example.net");
+  // Asking again without an answer changes nothing.
+  step = s.advance();
+  EXPECT_EQ(step.output, "");
+  EXPECT_EQ(step.next, Next::check_recipient);
+  s.recipient_checked(std::nullopt);
+  step = s.advance();
+  EXPECT_EQ(step.output, "250 2.1.5 Ok\r\n");
+  ASSERT_EQ(step.next, Next::check_recipient);
+  EXPECT_EQ(*s.recipient_to_check(), "c@example.net");
+  s.recipient_checked(Reply{550, "5.7.23", "SPF validation failed"});
+  EXPECT_EQ(s.recipient_to_check(), nullptr);
+  step = s.advance();
+  // The pipelined DATA ran after the check: one recipient was accepted.
+  EXPECT_EQ(step.output, "550 5.7.23 SPF validation failed\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+  s.receive("Subject: x\r\n\r\nbody\r\n.\r\n");
+  step = s.advance();
+  ASSERT_EQ(step.next, Next::store);
+  EXPECT_EQ(s.envelope().recipients, (std::vector<std::string>{"b@example.net"}));
+}
+
+TEST(SessionRecipientChecks, EveryRecipientRefusedLeavesNothingForData) {
+  CheckedSession c;
+  Session& s = *c.session;
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+  ASSERT_EQ(s.advance().next, Next::check_recipient);
+  s.recipient_checked(Reply{550, "5.7.1", "Client host [192.0.2.7] blocked using bl.example"});
+  const Step step = s.advance();
+  EXPECT_EQ(step.output,
+            "550 5.7.1 Client host [192.0.2.7] blocked using bl.example\r\n554 5.5.1 No valid recipients\r\n");
+  EXPECT_EQ(step.next, Next::read);
+}
+
+TEST(SessionRecipientChecks, OnlyRecipientsThatPassedEverythingElseAreChecked) {
+  CheckedSession c;
+  Session& s = *c.session;
+  // Bad syntax and a relay attempt are refused without a check.
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bad\r\nRCPT TO:<x@elsewhere.example>\r\n");
+  const Step step = s.advance();
+  EXPECT_EQ(step.output, ehlo_reply() +
+                             "250 2.1.0 Ok\r\n501 5.1.3 Bad recipient address syntax\r\n"
+                             "554 5.7.1 <x@elsewhere.example>: Relay access denied\r\n");
+  EXPECT_EQ(step.next, Next::read);
+  EXPECT_EQ(s.recipient_to_check(), nullptr);
+}
+
+TEST(SessionRecipientChecks, RelayClientsAreNotChecked) {
+  CheckedSession c("127.0.0.1");
+  Session& s = *c.session;
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@elsewhere.example>\r\n");
+  const Step step = s.advance();
+  EXPECT_EQ(step.output, ehlo_reply() + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_EQ(step.next, Next::read);
+}
+
+TEST(SessionRecipientChecks, RefusalsCountAsErrors) {
+  config::Limits limits;
+  limits.max_errors = 2;
+  CheckedSession c;
+  c.session.reset();
+  SessionSettings settings = make_settings(TlsMode::none, limits);
+  settings.relay = &c.policy;
+  settings.check_recipients = true;
+  c.session.emplace(settings, c.env, "192.0.2.7");
+  Session& s = *c.session;
+  s.receive("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\n");
+  const Reply refusal{550, "5.7.1", "Client host [192.0.2.7] blocked using bl.example"};
+  ASSERT_EQ(s.advance().next, Next::check_recipient);
+  s.recipient_checked(refusal);
+  ASSERT_EQ(s.advance().next, Next::check_recipient);
+  s.recipient_checked(refusal);
+  const Step step = s.advance();
+  EXPECT_EQ(step.output, "550 5.7.1 Client host [192.0.2.7] blocked using bl.example\r\n"
+                         "421 4.7.0 mx.example.test Too many errors, closing connection\r\n");
+  EXPECT_EQ(step.next, Next::close);
+}
+
+}  // namespace
+}  // namespace mxgate::smtp
