@@ -29,7 +29,7 @@ bool printable(std::string_view text) {
 }
 
 Error unexpected_reply(std::string_view reply) {
-  return make_error("unexpected clamd reply: " + quoted(reply));
+  return make_error("unexpected clamd reply: " + quote_escaped(reply));
 }
 
 
@@ -40,7 +40,7 @@ Error unexpected_reply(std::string_view reply) {
 
 Result<ClamdEndpoint> parse_clamd_endpoint(std::string_view text) {
   const auto bad = [&](std::string_view why) {
-    return make_error("clamd endpoint " + quoted(text) + ": " + std::string(why));
+    return make_error("clamd endpoint " + quote_escaped(text) + ": " + std::string(why));
   };
   ClamdEndpoint endpoint;
   if (text.starts_with("unix:")) {
@@ -70,7 +70,7 @@ Result<ClamdEndpoint> parse_clamd_endpoint(std::string_view text) {
     if (!after.starts_with(":")) return bad("no \":port\" after the address");
     port = after.substr(1);
     const auto address = asio::ip::make_address_v6(std::string(host), ec);
-    if (ec) return bad(quoted(host) + " is not an IPv6 address");
+    if (ec) return bad(quote_escaped(host) + " is not an IPv6 address");
     canonical = address.to_string();
   } else {
     const std::size_t colon = rest.rfind(':');
@@ -80,7 +80,7 @@ Result<ClamdEndpoint> parse_clamd_endpoint(std::string_view text) {
     if (host.find(':') != std::string_view::npos)
       return bad("an IPv6 address must be in brackets: tcp:[::1]:3310");
     const auto address = asio::ip::make_address_v4(std::string(host), ec);
-    if (ec) return bad(quoted(host) + " is not an IPv4 address (names are not looked up)");
+    if (ec) return bad(quote_escaped(host) + " is not an IPv4 address (names are not looked up)");
     canonical = address.to_string();
   }
   auto number = parse_port(port);
@@ -201,7 +201,7 @@ class Exchange {
 
   asio::awaitable<Result<void>> connect(const ClamdEndpoint& endpoint) {
     auto address = stream_endpoint(endpoint.kind == ClamdEndpoint::Kind::unix_socket, endpoint.path, endpoint.host,
-                                   endpoint.port, "clamd endpoint " + quoted(to_string(endpoint)));
+                                   endpoint.port, "clamd endpoint " + quote_escaped(to_string(endpoint)));
     if (!address) co_return Error{address.error()};
     const asio::error_code ec = co_await socket_.connect(*address);
     if (socket_.expired()) co_return timed_out("connecting");
@@ -300,7 +300,7 @@ asio::awaitable<Result<void>> clamd_ping(const ClamdEndpoint& endpoint, std::chr
   }
   if (!reply) co_return Error{reply.error()};
   if (reply.value() != "PONG")
-    co_return make_error("unexpected clamd reply to PING: " + quoted(reply.value()) + " (" + exchange.name() +
+    co_return make_error("unexpected clamd reply to PING: " + quote_escaped(reply.value()) + " (" + exchange.name() +
                          ")");
   co_return Result<void>{};
 }

@@ -53,7 +53,7 @@ Result<std::vector<Rule>> parse_rules(std::string_view toml_text, std::string_vi
     return make_error(file + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
   }
   for (const auto& [key, value] : root) {
-    if (key.str() != "rule") return make_error(file + ": unknown key " + quoted(key.str()) + " (expected [[rule]])");
+    if (key.str() != "rule") return make_error(file + ": unknown key " + quote_escaped(key.str()) + " (expected [[rule]])");
   }
   const toml::array* list = root["rule"].as_array();
   if (list == nullptr) {
@@ -69,19 +69,19 @@ Result<std::vector<Rule>> parse_rules(std::string_view toml_text, std::string_vi
     Rule rule;
     if (auto name = t->get_as<std::string>("name")) rule.name = name->get();
     if (!valid_name(rule.name))
-      return make_error(where + ": name must be 1 to 64 of A-Z, 0-9 and _ (got " + quoted(rule.name) + ")");
+      return make_error(where + ": name must be 1 to 64 of A-Z, 0-9 and _ (got " + quote_escaped(rule.name) + ")");
     where += " (" + rule.name + ")";
     if (!names.insert(rule.name).second) return make_error(where + ": the name is used twice");
     for (const auto& [key, value] : *t) {
       static const std::set<std::string_view> kKeys{"name",   "target", "field", "pattern",       "flags",
                                                     "negate", "score",  "score_no_bayes", "description"};
-      if (!kKeys.contains(key.str())) return make_error(where + ": unknown key " + quoted(key.str()));
+      if (!kKeys.contains(key.str())) return make_error(where + ": unknown key " + quote_escaped(key.str()));
     }
     const auto target = t->get_as<std::string>("target");
     if (target == nullptr) return make_error(where + ": target is missing");
     const auto parsed_target = target_from(target->get());
     if (!parsed_target)
-      return make_error(where + ": unknown target " + quoted(target->get()) +
+      return make_error(where + ": unknown target " + quote_escaped(target->get()) +
                         " (header, body, rawbody, uri or full)");
     rule.target = *parsed_target;
     if (auto field = t->get_as<std::string>("field")) rule.field = field->get();
@@ -103,7 +103,7 @@ Result<std::vector<Rule>> parse_rules(std::string_view toml_text, std::string_vi
         } else if (c == 'm') {
           rule.multiline = true;
         } else {
-          return make_error(where + ": unknown flag " + quoted(std::string(1, c)) + " (i, s, m)");
+          return make_error(where + ": unknown flag " + quote_escaped(std::string(1, c)) + " (i, s, m)");
         }
       }
     }
@@ -134,7 +134,7 @@ Result<std::vector<Rule>> parse_rules(std::string_view toml_text, std::string_vi
 Result<void> apply_rule_scores(std::vector<Rule>& rules, const std::map<std::string, double>& scores) {
   for (const auto& [name, score] : scores) {
     auto it = std::find_if(rules.begin(), rules.end(), [&](const Rule& r) { return r.name == name; });
-    if (it == rules.end()) return make_error("filter.rule_scores: no rule named " + quoted(name));
+    if (it == rules.end()) return make_error("filter.rule_scores: no rule named " + quote_escaped(name));
     it->score = score;
     it->score_no_bayes = score;
   }

@@ -212,7 +212,7 @@ std::string reply_name(char reply) {
   }
 }
 
-std::string quote_text(std::string_view text) { return quoted(text); }
+std::string quote_text(std::string_view text) { return quote_escaped(text); }
 
 // ---------------------------------------------------------------------------
 // Encoders

@@ -39,8 +39,10 @@ inline std::string escaped(std::string_view text) {
   return detail::escape_prefix(text) + (text.size() > kMaxQuotedBytes ? "..." : "");
 }
 
-// "text", escaped, "..." after the closing quote when it was cut.
-inline std::string quoted(std::string_view text) {
+// "text", escaped, "..." after the closing quote when it was cut.  Not
+// named quoted(): for a std::string argument, argument-dependent lookup
+// would prefer std::quoted wherever <iomanip> is visible.
+inline std::string quote_escaped(std::string_view text) {
   return "\"" + detail::escape_prefix(text) + "\"" + (text.size() > kMaxQuotedBytes ? "..." : "");
 }
 
