@@ -694,7 +694,11 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
   }
   r.number(*table, "filter", "dnsbl_score", filter.dnsbl_score);
   r.number(*table, "filter", "uribl_score", filter.uribl_score);
-  r.boolean(*table, "filter", "reject_dnsbl_clients", filter.reject_dnsbl_clients);
+  if (r.boolean(*table, "filter", "reject_dnsbl_clients", filter.reject_dnsbl_clients) &&
+      filter.reject_dnsbl_clients && filter.dnsbl.empty()) {
+    r.fail("filter.reject_dnsbl_clients", "needs at least one filter.dnsbl zone to look clients up in");
+    return;
+  }
   r.boolean(*table, "filter", "reject_spf_fail", filter.reject_spf_fail);
   r.path(*table, "filter", "rules", filter.rules);
   if (const toml::table* scores = r.table(*table, "filter", "rule_scores")) {

@@ -94,6 +94,8 @@ std::string Scanner::describe() const {
   line += resolver_ != nullptr ? ", SPF/DKIM/DMARC on" : ", SPF/DKIM/DMARC off (no resolver)";
   line += ", " + std::to_string(rules_->rules().size()) + " spam rules";
   line += policy_.rules.empty() ? " (built-in)" : " from " + policy_.rules.string();
+  if (policy_.reject_dnsbl_clients) line += ", DNSBL-listed clients refused at RCPT";
+  if (policy_.reject_spf_fail) line += ", SPF fail refused at RCPT";
   line += ", protected domains " + std::to_string(policy_.protected_domains.size()) + ", protected names " +
           std::to_string(policy_.protected_names.size());
   return line;

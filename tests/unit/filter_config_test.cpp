@@ -91,6 +91,7 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
                                "bayes_min_spam = 10\n"
                                "bayes_min_ham = 20\n"
                                "rules = \"rules/local.toml\"\n"
+                               "dnsbl = [\"BL.example\"]\n"
                                "reject_dnsbl_clients = true\n"
                                "reject_spf_fail = true\n"
                                "[filter.rule_scores]\n"
@@ -124,6 +125,7 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
   EXPECT_EQ(f.bayes_min_spam, 10u);
   EXPECT_EQ(f.bayes_min_ham, 20u);
   EXPECT_EQ(f.rules, "/etc/rules/local.toml");
+  EXPECT_EQ(f.dnsbl, (std::vector<std::string>{"bl.example"}));
   EXPECT_TRUE(f.reject_dnsbl_clients);
   EXPECT_TRUE(f.reject_spf_fail);
   EXPECT_EQ(f.rule_scores, (std::map<std::string, double>{{"BODY_CLICK_HERE", 0.0}, {"SUBJ_FREE", -1.5}}));
@@ -155,6 +157,8 @@ TEST(FilterConfigTest, MistakesNameTheKey) {
             "filter.rule_scores.SUBJ_FREE: must be a number");
   EXPECT_EQ(error_of(document("", "[filter.rule_scores]\nSUBJ_FREE = inf\n")),
             "filter.rule_scores.SUBJ_FREE: must be a number");
+  EXPECT_EQ(error_of(document("", "[filter]\nreject_dnsbl_clients = true\n")),
+            "filter.reject_dnsbl_clients: needs at least one filter.dnsbl zone to look clients up in");
   EXPECT_EQ(error_of(document("", "[filter]\non_failure = \"ignore\"\n")),
             "filter.on_failure: expected one of accept, tag, quarantine, reject, tempfail");
 }
