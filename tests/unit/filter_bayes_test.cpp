@@ -169,12 +169,12 @@ TEST(BayesTokenizerTest, ReceivedFieldsGiveTheirRelays) {
       "Received: from ntls1.DigitalRiver.com (ntls1.digitalriver.com\r\n    [63.70.105.139]) by "
       "dogma.slashnull.org (8.11.6/8.11.6) with ESMTP id\r\n    gB37LL825293 for <jm-cuteftp@JMASON.ORG>; Tue, 3 "
       "Dec 2002 07:21:21 GMT\r\n"
-      "Received: from ntls (192.168.3.146) by ntls1.digitalriver.com. (LSMTP for Windows NT v1.1b) with SMTP id "
+      "Received: from ntls (198.51.100.146) by ntls1.digitalriver.com. (LSMTP for Windows NT v1.1b) with SMTP id "
       "<2.0009C5FC@ntls1.digitalriver.com>\r\n"
       "Subject: hi\r\n\r\nbody\r\n");
   for (const char* want : {"r:mx.example.test", "r:example.test", "r:ntls1.digitalriver.com", "r:digitalriver.com",
                            "r:dogma.slashnull.org", "r:slashnull.org", "r:ip:63.70.105.139", "r:ip:63.70.105",
-                           "r:ip:63.70", "r:ip:192.168.3.146", "r:for:jm-cuteftp@jmason.org", "r:for:jm@localhost"})
+                           "r:ip:63.70", "r:ip:198.51.100.146", "r:for:jm-cuteftp@jmason.org", "r:for:jm@localhost"})
     EXPECT_TRUE(has(t, want)) << want;
   // Loopback, one-label names, software versions, dates and queue ids say
   // nothing about the sender.
