@@ -638,7 +638,7 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
                 "phishing_threshold", "malware_threshold", "impersonation_threshold", "actions", "on_failure",
                 "time_budget", "max_mime_depth", "max_mime_parts", "max_decoded_size", "max_archive_depth",
                 "max_archive_entries", "max_archive_expanded", "bayes_db", "bayes_min_spam", "bayes_min_ham", "dnsbl", "uribl", "dnsbl_score",
-                "uribl_score", "reject_dnsbl_clients", "reject_spf_fail", "subject_tag", "rules", "rule_scores"});
+                "uribl_score", "reject_dnsbl_clients", "reject_spf_fail", "reject_invalid_helo", "subject_tag", "rules", "rule_scores"});
   r.boolean(*table, "filter", "enabled", filter.enabled);
   if (strings(r, *table, "filter", "protected_domains", filter.protected_domains)) {
     for (std::size_t i = 0; i < filter.protected_domains.size(); ++i) {
@@ -700,6 +700,7 @@ void read_filter(Reader& r, const toml::table& root, Config& config) {
     return;
   }
   r.boolean(*table, "filter", "reject_spf_fail", filter.reject_spf_fail);
+  r.boolean(*table, "filter", "reject_invalid_helo", filter.reject_invalid_helo);
   r.path(*table, "filter", "rules", filter.rules);
   if (const toml::table* scores = r.table(*table, "filter", "rule_scores")) {
     for (const auto& [name, value] : *scores) {

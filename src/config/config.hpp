@@ -192,6 +192,11 @@ struct Filter {
   // 7489 section 10.1) can outweigh.
   bool reject_dnsbl_clients = false;
   bool reject_spf_fail = false;
+  // Also at RCPT: 550 5.7.1 for a client whose EHLO/HELO name is no
+  // fully-qualified domain name or address literal, an address literal not
+  // its own, or our hostname (filter/helo_check.hpp).  Off by default:
+  // misconfigured but legitimate servers exist.
+  bool reject_invalid_helo = false;
   // The weighted spam rules: a TOML rules file replacing the built-in set
   // (rules/spam.toml); empty: the built-in set.
   std::filesystem::path rules;

@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "filter/attachment_policy.hpp"
+#include "filter/helo_check.hpp"
 #include "filter/impersonation.hpp"
 #include "filter/mime_parser.hpp"
 #include "filter/phishing.hpp"
@@ -96,6 +97,7 @@ std::string Scanner::describe() const {
   line += policy_.rules.empty() ? " (built-in)" : " from " + policy_.rules.string();
   if (policy_.reject_dnsbl_clients) line += ", DNSBL-listed clients refused at RCPT";
   if (policy_.reject_spf_fail) line += ", SPF fail refused at RCPT";
+  if (policy_.reject_invalid_helo) line += ", invalid HELO refused at RCPT";
   line += ", protected domains " + std::to_string(policy_.protected_domains.size()) + ", protected names " +
           std::to_string(policy_.protected_names.size());
   return line;
@@ -296,6 +298,12 @@ asio::awaitable<std::optional<smtp::Reply>> Scanner::recipient_refusal(const Sca
                                                                        const std::string& peer) const {
   using namespace asio::experimental::awaitable_operators;
   auto decide = [&]() -> asio::awaitable<std::optional<smtp::Reply>> {
+    if (policy_.reject_invalid_helo && !context.helo.empty()) {
+      const std::string problem = helo_problem(context.helo, context.client_address, authserv_id_);
+      if (!problem.empty())
+        co_return smtp::Reply{550, "5.7.1",
+                              "<" + context.helo.substr(0, 100) + ">: Helo command rejected: " + problem};
+    }
     if (policy_.reject_dnsbl_clients && context.client_dnsbl) {
       const Findings found = co_await context.client_dnsbl->get();
       for (const Finding& f : found.findings)

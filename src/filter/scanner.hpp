@@ -97,15 +97,18 @@ class Scanner {
       const std::string& helo, const std::string& sender, const std::string& peer) const;
 
   // The RCPT stage: true when recipients must wait for recipient_refusal()
-  // ([filter] reject_dnsbl_clients or reject_spf_fail).
-  bool checks_recipients() const { return policy_.reject_dnsbl_clients || policy_.reject_spf_fail; }
-  // The reply that refuses recipient, if any: 550 5.7.1 for a client on a
-  // dnsbl zone (reject_dnsbl_clients), 550 5.7.23 (RFC 7372 section 3.2)
-  // when SPF for MAIL FROM failed (reject_spf_fail; RFC 7208 section
-  // 8.4).  Reads context.client_dnsbl and context.mail_from_spf, waiting for
-  // them at most time_budget; a check still running, failed or absent
-  // refuses nothing (the verdict after DATA weighs what it finds).  A
-  // refusal is logged under peer.
+  // ([filter] reject_invalid_helo, reject_dnsbl_clients or reject_spf_fail).
+  bool checks_recipients() const {
+    return policy_.reject_dnsbl_clients || policy_.reject_spf_fail || policy_.reject_invalid_helo;
+  }
+  // The reply that refuses recipient, if any: 550 5.7.1 for an EHLO/HELO
+  // name helo_problem() objects to (reject_invalid_helo) or for a client on
+  // a dnsbl zone (reject_dnsbl_clients), 550 5.7.23 (RFC 7372 section 3.2)
+  // when SPF for MAIL FROM failed (reject_spf_fail; RFC 7208 section 8.4).
+  // Reads context.helo, context.client_dnsbl and context.mail_from_spf,
+  // waiting for the last two at most time_budget; a check still running,
+  // failed or absent refuses nothing (the verdict after DATA weighs what it
+  // finds).  A refusal is logged under peer.
   asio::awaitable<std::optional<smtp::Reply>> recipient_refusal(const ScanContext& context,
                                                                 std::string_view recipient,
                                                                 const std::string& peer) const;

@@ -121,6 +121,7 @@ asio::awaitable<void> Connection::check_recipient() {
   filter::ScanContext context;
   context.client_address = client_ip_;
   context.client_port = peer_port_;
+  context.helo = session_.helo();
   context.sender = session_.mail_from() ? *session_.mail_from() : std::string();
   context.client_dnsbl = client_dnsbl_;
   if (spf_transaction_ == session_.transactions_begun()) context.mail_from_spf = mail_from_spf_;

@@ -259,6 +259,31 @@ class SenderAuthTest(unittest.TestCase):
         server.wait_for_log(r"filter: rcpt: client=127\.0\.0\.1:\d+ from=<x@explained\.test> "
                             r"to=<carol@example\.test>: refused: 550 5\.7\.23 SPF validation failed")
 
+    def test_an_invalid_helo_is_refused_at_rcpt_when_configured(self):
+        server = self.gateway(reject_invalid_helo=True)
+        refused = {"localhost": "need fully-qualified hostname",
+                   "127.0.0.1": "need fully-qualified hostname",
+                   "[127.0.0.2]": "address literal is not the client's address",
+                   rh.h.HOSTNAME: "that is our own hostname"}
+        for helo, why in refused.items():
+            with server.client() as c:
+                self.assertEqual(c.greeting().code, 220)
+                self.assertEqual(c.ehlo(helo).code, 250)  # EHLO itself is answered: the refusal comes at RCPT
+                self.assertEqual(c.command("MAIL FROM:<bob@partner.test>").code, 250)
+                reply = c.command("RCPT TO:<carol@example.test>")
+                self.assertEqual(reply.code, 550, f"{helo}: {reply}")
+                self.assertEqual(reply.lines[-1], f"5.7.1 <{helo}>: Helo command rejected: {why}")
+        server.wait_for_log(r"filter: rcpt: client=127\.0\.0\.1:\d+ from=<bob@partner\.test> "
+                            r"to=<carol@example\.test>: refused: 550 5\.7\.1 <localhost>: Helo command rejected")
+        # A server that names itself, or gives its own address literal, goes on.
+        for helo in ("mail.partner.test", "[127.0.0.1]"):
+            with server.client() as c:
+                self.assertEqual(c.greeting().code, 220)
+                self.assertEqual(c.ehlo(helo).code, 250)
+                content = self.sign(message("Bob <bob@partner.test>", f"helo {helo}"))
+                self.assertEqual(c.send_message("bob@partner.test", ["carol@example.test"], content).code, 250)
+        self.assertEqual(len(server.wait_for_messages(2)), 2)
+
     def test_a_listed_url_domain_is_spam_and_its_twin_passes(self):
         server = self.gateway(uribl=["uribl.test"])
         bad = self.sign(message("Bob <bob@partner.test>", "click", "Pay at https://pay.evil.test/now\r\n"))

@@ -47,6 +47,7 @@ TEST(FilterConfigTest, DefaultsProtectTheAcceptedDomains) {
   EXPECT_EQ(f.bayes_min_ham, 200u);
   EXPECT_FALSE(f.reject_dnsbl_clients);
   EXPECT_FALSE(f.reject_spf_fail);
+  EXPECT_FALSE(f.reject_invalid_helo);
 }
 
 TEST(FilterConfigTest, TheIssuesExampleIsRead) {
@@ -94,6 +95,7 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
                                "dnsbl = [\"BL.example\"]\n"
                                "reject_dnsbl_clients = true\n"
                                "reject_spf_fail = true\n"
+                               "reject_invalid_helo = true\n"
                                "[filter.rule_scores]\n"
                                "BODY_CLICK_HERE = 0\n"
                                "SUBJ_FREE = -1.5\n"
@@ -128,6 +130,7 @@ TEST(FilterConfigTest, EveryOtherKeyIsRead) {
   EXPECT_EQ(f.dnsbl, (std::vector<std::string>{"bl.example"}));
   EXPECT_TRUE(f.reject_dnsbl_clients);
   EXPECT_TRUE(f.reject_spf_fail);
+  EXPECT_TRUE(f.reject_invalid_helo);
   EXPECT_EQ(f.rule_scores, (std::map<std::string, double>{{"BODY_CLICK_HERE", 0.0}, {"SUBJ_FREE", -1.5}}));
   EXPECT_EQ(f.actions.spam, FilterAction::tag);
   EXPECT_EQ(f.actions.phishing, FilterAction::tempfail);

@@ -133,9 +133,10 @@ namespace {
 // completes itself: a listing or an SPF fail refuses only when its
 // reject_ key is on, and a result not in within the budget refuses nothing.
 struct RcptStage {
-  explicit RcptStage(bool reject_dnsbl, bool reject_spf) {
+  explicit RcptStage(bool reject_dnsbl, bool reject_spf, bool reject_helo = false) {
     policy.reject_dnsbl_clients = reject_dnsbl;
     policy.reject_spf_fail = reject_spf;
+    policy.reject_invalid_helo = reject_helo;
     policy.time_budget = std::chrono::seconds(1);
     policy.rules = no_rules(dir.path() / "x");
     scanner = std::move(Scanner::create(policy, "mx.example.test").value());
@@ -204,6 +205,32 @@ TEST(ScannerRecipientStage, OnlyAnSpfFailIsRefused) {
   EXPECT_EQ(refusal->enhanced, "5.7.23");
   EXPECT_EQ(refusal->text,
             "SPF validation failed: example.org does not designate [192.0.2.7] as a permitted sender");
+}
+
+TEST(ScannerRecipientStage, AnInvalidHeloIsRefusedOnlyWhenAskedFor) {
+  RcptStage on(false, false, true);
+  EXPECT_TRUE(on.scanner->checks_recipients());
+  on.context.helo = "localhost";
+  auto refusal = on.refusal();
+  ASSERT_TRUE(refusal);
+  EXPECT_EQ(refusal->code, 550);
+  EXPECT_EQ(refusal->enhanced, "5.7.1");
+  EXPECT_EQ(refusal->text, "<localhost>: Helo command rejected: need fully-qualified hostname");
+  // Our own name (the scanner's authserv-id is our hostname).
+  on.context.helo = "MX.example.test";
+  refusal = on.refusal();
+  ASSERT_TRUE(refusal);
+  EXPECT_EQ(refusal->text, "<MX.example.test>: Helo command rejected: that is our own hostname");
+  on.context.helo = "[192.0.2.7]";
+  EXPECT_FALSE(on.refusal());
+  on.context.helo = "mail.example.org";
+  EXPECT_FALSE(on.refusal());
+  // Off: nothing is judged.
+  RcptStage off(true, true);
+  off.context.helo = "localhost";
+  off.context.client_dnsbl->complete(Findings{});
+  off.spf(sender_auth::SpfResult::pass);
+  EXPECT_FALSE(off.refusal());
 }
 
 TEST(ScannerRecipientStage, AResultNotInWithinTheBudgetRefusesNothing) {
